@@ -1,0 +1,261 @@
+"""Settings from the environment and `.env`, validated once, with errors that name the variable.
+
+The process environment wins over `.env`. Secrets are kept in `Secret` so that neither `repr()` of
+the settings nor an error message can show them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_VPS_API_URL = "https://admin.vps.org/api/v1"
+DEFAULT_DATABASE_URL = "sqlite:///backupbot.db"
+
+ROLE_VARIABLES = {
+    "viewer": "BACKUP_VIEWERS",
+    "operator": "BACKUP_OPERATORS",
+    "approver": "BACKUP_APPROVERS",
+    "auditor": "BACKUP_AUDITORS",
+    "admin": "BACKUP_ADMINS",
+}
+
+_PRINCIPAL = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable and what is expected."""
+
+
+class Secret:
+    """A string that hides itself: `repr()` and `str()` mask it; only `.reveal()` shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the bot reads from its environment (DESIGN.md's table, plus two tuning knobs)."""
+
+    slack_bot_token: Secret | None = None
+    slack_signing_secret: Secret | None = None
+    slack_app_token: Secret | None = None
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    vps_api_url: str = DEFAULT_VPS_API_URL
+    vps_api_token: Secret | None = None
+    vps_timeout_seconds: float = 30.0
+    database_url: str = DEFAULT_DATABASE_URL
+    port: int = 3000
+    roles: dict[str, frozenset[str]] = field(default_factory=dict)
+    channels: frozenset[str] | None = None
+    approval_ttl_minutes: int = 30
+    restore_safety_backup: bool = True
+    approvals_channel: str | None = None
+    watch_poll_seconds: float = 10.0
+    log_level: str = "INFO"
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    def require(self, *names: str) -> None:
+        """Raise ConfigError for the first of these environment variables that is not set."""
+        for name in names:
+            attr = name.lower()
+            if attr not in {f.name for f in fields(self)}:
+                raise KeyError(name)
+            if getattr(self, attr) in (None, ""):
+                hint = _REQUIRED_HINTS.get(name, "it is required")
+                raise ConfigError(f"{name} is not set: {hint}")
+
+    def members(self, role: str) -> frozenset[str]:
+        return self.roles.get(role, frozenset())
+
+
+_REQUIRED_HINTS = {
+    "SLACK_BOT_TOKEN": "the bot token (xoxb-...) from your Slack app's OAuth page",
+    "SLACK_SIGNING_SECRET": "the signing secret from your Slack app's Basic Information page "
+    "(needed in HTTP mode)",
+    "VPS_API_TOKEN": "the Bearer token of the VPS provider's Backups API",
+}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> Settings:
+    """Read and validate settings; the environment wins over the `.env` file."""
+    values: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    env = {k: v.strip() for k, v in values.items()}
+
+    def get(name: str) -> str | None:
+        value = env.get(name, "")
+        return value or None
+
+    return Settings(
+        slack_bot_token=_token(get("SLACK_BOT_TOKEN"), "SLACK_BOT_TOKEN", "xoxb-"),
+        slack_signing_secret=_secret(get("SLACK_SIGNING_SECRET")),
+        slack_app_token=_token(get("SLACK_APP_TOKEN"), "SLACK_APP_TOKEN", "xapp-"),
+        slack_api_url=_url(get("SLACK_API_URL") or DEFAULT_SLACK_API_URL, "SLACK_API_URL"),
+        vps_api_url=_url(get("VPS_API_URL") or DEFAULT_VPS_API_URL, "VPS_API_URL"),
+        vps_api_token=_secret(get("VPS_API_TOKEN")),
+        vps_timeout_seconds=_number(get("VPS_TIMEOUT_SECONDS"), "VPS_TIMEOUT_SECONDS", 30.0),
+        database_url=_database_url(get("DATABASE_URL") or DEFAULT_DATABASE_URL),
+        port=_port(get("PORT")),
+        roles={
+            role: _principals(get(var), var, default="*" if role == "viewer" else "")
+            for role, var in ROLE_VARIABLES.items()
+        },
+        channels=_channels(get("BACKUP_CHANNELS")),
+        approval_ttl_minutes=int(
+            _number(get("APPROVAL_TTL_MINUTES"), "APPROVAL_TTL_MINUTES", 30, integer=True)
+        ),
+        restore_safety_backup=_boolean(get("RESTORE_SAFETY_BACKUP"), "RESTORE_SAFETY_BACKUP", True),
+        approvals_channel=_channel(get("APPROVALS_CHANNEL"), "APPROVALS_CHANNEL"),
+        watch_poll_seconds=_number(get("WATCH_POLL_SECONDS"), "WATCH_POLL_SECONDS", 10.0),
+        log_level=_log_level(get("LOG_LEVEL")),
+    )
+
+
+def _secret(value: str | None) -> Secret | None:
+    return Secret(value) if value else None
+
+
+def _token(value: str | None, name: str, prefix: str) -> Secret | None:
+    if value is None:
+        return None
+    if not value.startswith(prefix):
+        # The value itself is never echoed: a pasted token of the wrong kind is still a secret.
+        raise ConfigError(f"{name} must start with '{prefix}' (the value given does not)")
+    return Secret(value)
+
+
+def _url(value: str, name: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"{name} must be an http(s) URL such as https://example.com/api, got {value!r}"
+        )
+    if parts.username or parts.password:
+        raise ConfigError(f"{name} must not carry credentials in the URL")
+    return value
+
+
+def _database_url(value: str) -> str:
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        # Not echoed: a database URL may carry a password.
+        raise ConfigError(
+            "DATABASE_URL is not a valid SQLAlchemy URL; expected e.g. sqlite:///backupbot.db "
+            "or postgresql+psycopg://user:password@host/dbname"
+        ) from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            "DATABASE_URL must point at SQLite or PostgreSQL, got "
+            f"{url.get_backend_name()!r} ({url.render_as_string(hide_password=True)})"
+        )
+    return value
+
+
+def _port(value: str | None) -> int:
+    if value is None:
+        return 3000
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ConfigError(f"PORT must be a TCP port number from 1 to 65535, got {value!r}")
+    return int(value)
+
+
+def _number(value: str | None, name: str, default: float, *, integer: bool = False) -> float:
+    if value is None:
+        return default
+    try:
+        number = int(value) if integer else float(value)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise ConfigError(f"{name} must be {kind} greater than 0, got {value!r}") from None
+    if not number > 0 or number != number or number == float("inf"):
+        raise ConfigError(f"{name} must be greater than 0, got {value!r}")
+    return number
+
+
+def _boolean(value: str | None, name: str, default: bool) -> bool:
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _principals(value: str | None, name: str, *, default: str) -> frozenset[str]:
+    items = [item.strip() for item in (value if value is not None else default).split(",")]
+    result = frozenset(item for item in items if item)
+    for item in result:
+        if item != "*" and not _PRINCIPAL.match(item):
+            raise ConfigError(
+                f"{name} must list Slack user ids (U… or W…) and user-group ids (S…) separated by "
+                f"commas, or *, got {item!r}"
+            )
+    return result
+
+
+def _channel(value: str | None, name: str) -> str | None:
+    if value is not None and not _CHANNEL.match(value):
+        raise ConfigError(f"{name} must be a Slack channel id (C… or G…), got {value!r}")
+    return value
+
+
+def _channels(value: str | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    items = frozenset(item.strip() for item in value.split(",") if item.strip())
+    for item in items:
+        _channel(item, "BACKUP_CHANNELS")
+    return items or None
+
+
+def _log_level(value: str | None) -> str:
+    if value is None:
+        return "INFO"
+    if value.upper() not in _LOG_LEVELS:
+        levels = ", ".join(sorted(_LOG_LEVELS))
+        raise ConfigError(f"LOG_LEVEL must be one of {levels}, got {value!r}")
+    return value.upper()

@@ -1,0 +1,534 @@
+"""The httpx client of the provider's Backups API: one pool, timeouts, safe retries, typed errors.
+
+Retries follow what each request may safely repeat:
+
+- GET is retried with backoff and jitter on connection errors, timeouts, 502/503/504 and 429.
+- POST /backups/ is not retried blindly. When it is unclear whether the provider created the
+  backup (a timeout once the request was sent, a dropped connection, 500/502/504), the client lists
+  the server's backups and compares them with a listing taken just before the POST; only when no
+  new backup appeared after a definite answer does it try again.
+- DELETE is idempotent and retried like GET; when a retry that followed an ambiguous failure gets
+  404, the first attempt most likely deleted it, and `DeleteOutcome.ALREADY_DELETED` says so.
+- POST /servers/{id}/restore/ is never repeated unless the provider certainly did not act on it
+  (no connection, 429, 503): a restore overwrites a disk, and an unclear outcome is reported as
+  `OutcomeUnknown` for a person to check.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any, NoReturn
+
+import httpx
+
+from bot.config import Secret
+from bot.vps.errors import (
+    AuthenticationFailed,
+    NotFound,
+    OutcomeUnknown,
+    ProviderUnavailable,
+    Rejected,
+    ServerBusy,
+    UnexpectedResponse,
+    VpsError,
+)
+from bot.vps.models import (
+    Backup,
+    BackupList,
+    DeleteOutcome,
+    RestoreAccepted,
+    parse_backup,
+    parse_backup_page,
+)
+
+log = logging.getLogger(__name__)
+
+# Errors raised before any byte of the request reached the provider: always safe to repeat.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Errors after the request may have reached the provider: it may or may not have acted on it.
+_AMBIGUOUS = (
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+)
+_RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Answers that mean the provider did not act on the request.
+_NOT_PROCESSED_STATUSES = frozenset({429, 503})
+_BUSY_WORDS = ("in progress", "already running", "busy", "currently being", "locked")
+_MAX_PAGES = 100
+_DETAIL_LIMIT = 300
+
+
+class BackupsClient:
+    """Client of `VPS-BACKUPS-API.md`. Thread-safe; create one per process and `close()` it."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | Secret,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_retries: int = 3,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 8.0,
+        max_retry_after: float = 60.0,
+        reconcile_attempts: int = 3,
+        reconcile_delay: float = 1.0,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        raw_token = token.reveal() if isinstance(token, Secret) else token
+        if not raw_token:
+            raise ValueError("the Backups API token is empty")
+        self._token = raw_token
+        self.base_url = base_url.rstrip("/")
+        self._origin = httpx.URL(self.base_url).copy_with(path="/", query=None, fragment=None)
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.max_retry_after = max_retry_after
+        self.reconcile_attempts = reconcile_attempts
+        self.reconcile_delay = reconcile_delay
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._http = httpx.Client(
+            base_url=self.base_url + "/",
+            headers={
+                "Authorization": f"Bearer {raw_token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": "backupbot",
+            },
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"BackupsClient(base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> BackupsClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the four operations -------------------------------------------------------------------
+
+    def list_backups(
+        self, server_id: int | None = None, backup_type: str | None = None
+    ) -> BackupList:
+        """All backups, optionally of one server and/or one type, in the provider's order."""
+        params: dict[str, str] = {}
+        if server_id is not None:
+            params["server_id"] = str(_positive(server_id, "server_id"))
+        if backup_type is not None:
+            params["backup_type"] = backup_type
+        response = self._idempotent("GET", "backups/", params=params, what="list backups")
+        count, backups, following = parse_backup_page(self._json(response))
+        pages = 1
+        while following is not None:
+            if pages >= _MAX_PAGES:
+                raise UnexpectedResponse(f"The provider's backup list ran past {_MAX_PAGES} pages.")
+            url = self._same_origin(following)
+            response = self._idempotent("GET", url, what="list backups")
+            _, more, following = parse_backup_page(self._json(response))
+            backups.extend(more)
+            pages += 1
+        return BackupList(count=count, backups=tuple(backups))
+
+    def find_backup(self, backup_id: int, server_id: int | None = None) -> Backup:
+        """One backup by id (the API has no GET for one backup, so this lists)."""
+        for backup in self.list_backups(server_id=server_id).backups:
+            if backup.id == backup_id:
+                return backup
+        raise NotFound(f"Backup {backup_id} was not found at the provider.", kind="backup")
+
+    def create_backup(self, server_id: int, description: str | None = None) -> Backup:
+        """Start a manual backup; returns it `in_progress`. See the module docstring on retries."""
+        _positive(server_id, "server_id")
+        body: dict[str, Any] = {"server_id": server_id}
+        if description:
+            body["description"] = description
+        known = {b.id for b in self.list_backups(server_id=server_id).backups}
+        what = f"create a backup of server {server_id}"
+        attempt = 0
+        while True:
+            try:
+                response = self._http.post("backups/", json=body)
+            except _NOT_SENT as exc:
+                self._log_failure("POST", "backups/", exc)
+                attempt = self._retry_or_raise(attempt, None, what, exc)
+                continue
+            except _AMBIGUOUS as exc:
+                self._log_failure("POST", "backups/", exc)
+                found = self._reconcile_create(server_id, description, known, polls=True)
+                if found is not None:
+                    return found
+                raise OutcomeUnknown(
+                    f"The provider did not answer in time while creating a backup of server "
+                    f"{server_id}, and no new backup of it has appeared since. It was most likely "
+                    f"not created; check `/backup list {server_id}` before trying again.",
+                ) from None
+            self._log_response(response)
+            if response.is_success:
+                return parse_backup(self._json(response))
+            status = response.status_code
+            if status in _NOT_PROCESSED_STATUSES:
+                attempt = self._retry_or_raise(attempt, response, what)
+                continue
+            if status >= 500:
+                found = self._reconcile_create(server_id, description, known, polls=False)
+                if found is not None:
+                    return found
+                attempt = self._retry_or_raise(attempt, response, what)
+                continue
+            self._raise_for(response, kind="server", subject=f"Server {server_id}")
+
+    def delete_backup(self, backup_id: int) -> DeleteOutcome:
+        """Delete a backup permanently."""
+        _positive(backup_id, "backup_id")
+        path = f"backups/{backup_id}/"
+        what = f"delete backup {backup_id}"
+        ambiguous = False
+        attempt = 0
+        while True:
+            try:
+                response = self._http.delete(path)
+            except _NOT_SENT as exc:
+                self._log_failure("DELETE", path, exc)
+                attempt = self._retry_or_raise(attempt, None, what, exc)
+                continue
+            except _AMBIGUOUS as exc:
+                self._log_failure("DELETE", path, exc)
+                ambiguous = True
+                attempt = self._retry_or_raise(attempt, None, what, exc, unknown=True)
+                continue
+            self._log_response(response)
+            status = response.status_code
+            if response.is_success:
+                return DeleteOutcome.DELETED
+            if status == 404 and ambiguous:
+                log.info("backup %s answered 404 on a retried DELETE: already deleted", backup_id)
+                return DeleteOutcome.ALREADY_DELETED
+            if status in _RETRY_STATUSES:
+                ambiguous = ambiguous or status not in _NOT_PROCESSED_STATUSES
+                attempt = self._retry_or_raise(attempt, response, what, unknown=ambiguous)
+                continue
+            self._raise_for(response, kind="backup", subject=f"Backup {backup_id}")
+
+    def restore_server(self, server_id: int, backup_id: int) -> RestoreAccepted:
+        """Ask the provider to overwrite the server's disk from a backup. Never sent twice."""
+        _positive(server_id, "server_id")
+        _positive(backup_id, "backup_id")
+        path = f"servers/{server_id}/restore/"
+        what = f"restore server {server_id} from backup {backup_id}"
+        attempt = 0
+        while True:
+            try:
+                response = self._http.post(path, json={"backup_id": backup_id})
+            except _NOT_SENT as exc:
+                self._log_failure("POST", path, exc)
+                attempt = self._retry_or_raise(attempt, None, what, exc)
+                continue
+            except _AMBIGUOUS as exc:
+                self._log_failure("POST", path, exc)
+                raise OutcomeUnknown(
+                    f"The provider did not confirm the request to {what} ({_describe(exc)}). "
+                    "The restore may have started: check the server before trying again.",
+                ) from None
+            self._log_response(response)
+            status = response.status_code
+            if response.is_success:
+                data = self._json(response, allow_empty=True)
+                return RestoreAccepted(
+                    server_id=server_id,
+                    backup_id=backup_id,
+                    status_code=status,
+                    detail=_detail(data) if data is not None else None,
+                )
+            if status in _NOT_PROCESSED_STATUSES:
+                attempt = self._retry_or_raise(attempt, response, what)
+                continue
+            if status >= 500:
+                raise OutcomeUnknown(
+                    f"The provider answered {_status_line(response)} to the request to {what}. "
+                    "It may or may not have started the restore: check the server before "
+                    "trying again.",
+                    status_code=status,
+                )
+            if status == 404:
+                # The provider's 404 detail says whether the server or the backup is missing.
+                kind = "backup" if "backup" in _detail_of(response).lower() else "server"
+                subject = f"Backup {backup_id}" if kind == "backup" else f"Server {server_id}"
+                self._raise_for(response, kind=kind, subject=subject)
+            self._raise_for(response, kind="server", subject=f"Server {server_id}")
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _idempotent(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        params: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(method, url, params=params)
+            except (*_NOT_SENT, *_AMBIGUOUS) as exc:
+                self._log_failure(method, url, exc)
+                attempt = self._retry_or_raise(attempt, None, what, exc)
+                continue
+            self._log_response(response)
+            if response.is_success:
+                return response
+            if response.status_code in _RETRY_STATUSES:
+                attempt = self._retry_or_raise(attempt, response, what)
+                continue
+            self._raise_for(response, kind="backup", subject="The backup list")
+
+    def _retry_or_raise(
+        self,
+        attempt: int,
+        response: httpx.Response | None,
+        what: str,
+        exc: Exception | None = None,
+        *,
+        unknown: bool = False,
+    ) -> int:
+        """Sleep before the next attempt and return its number, or raise when none is left."""
+        delay = self._rng.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
+        if response is not None and response.status_code in (429, 503):
+            retry_after = _retry_after(response)
+            if retry_after is not None:
+                if retry_after > self.max_retry_after:
+                    self._unavailable(response, what, exc, unknown, waited=False)
+                delay = retry_after + self._rng.uniform(0, 0.1)
+        if attempt >= self.max_retries:
+            self._unavailable(response, what, exc, unknown, waited=True)
+        log.info("retrying %s in %.2f s (attempt %d)", what, delay, attempt + 2)
+        self._sleep(delay)
+        return attempt + 1
+
+    def _unavailable(
+        self,
+        response: httpx.Response | None,
+        what: str,
+        exc: Exception | None,
+        unknown: bool,
+        *,
+        waited: bool,
+    ) -> NoReturn:
+        cls = OutcomeUnknown if unknown else ProviderUnavailable
+        status = response.status_code if response is not None else None
+        if response is not None and status == 429:
+            retry_after = _retry_after(response)
+            hint = f" Try again in {retry_after:.0f} s." if retry_after else " Try again later."
+            message = f"The VPS provider is rate limiting us and could not {what}.{hint}"
+        elif response is not None:
+            message = (
+                f"The VPS provider is unavailable: it answered {_status_line(response)} "
+                f"when asked to {what}. Try again later."
+            )
+        else:
+            message = (
+                f"The VPS provider could not be reached to {what} ({_describe(exc)}). "
+                "Try again later."
+            )
+        if unknown:
+            message += " An earlier attempt may have gone through: check before trying again."
+        if waited and self.max_retries:
+            message = message.replace(". Try", f" ({self.max_retries + 1} attempts). Try", 1)
+        raise cls(self._redact(message), status_code=status)
+
+    def _reconcile_create(
+        self, server_id: int, description: str | None, known: set[int], *, polls: bool
+    ) -> Backup | None:
+        """After an unclear POST, find the backup it created, if any, by listing again."""
+        attempts = self.reconcile_attempts if polls else 1
+        for attempt in range(attempts):
+            if attempt:
+                self._sleep(self.reconcile_delay)
+            try:
+                listing = self.list_backups(server_id=server_id)
+            except VpsError as exc:
+                raise OutcomeUnknown(
+                    f"The provider did not confirm the backup of server {server_id}, and "
+                    f"listing its backups to check failed too ({exc.message}). Check "
+                    f"`/backup list {server_id}` before trying again.",
+                    status_code=exc.status_code,
+                ) from None
+            new = [b for b in listing.backups if b.id not in known and b.is_manual]
+            if len(new) > 1:
+                new = [b for b in new if b.description == (description or "")]
+            if len(new) == 1:
+                log.warning(
+                    "create of a backup of server %s was unclear; found it by listing: backup %s",
+                    server_id,
+                    new[0].id,
+                )
+                return new[0]
+            if len(new) > 1:
+                ids = ", ".join(str(b.id) for b in sorted(new, key=lambda b: b.id))
+                raise OutcomeUnknown(
+                    f"The provider did not confirm the backup of server {server_id}, and several "
+                    f"new backups of it appeared ({ids}). Check which one is yours."
+                )
+        return None
+
+    def _raise_for(self, response: httpx.Response, *, kind: str, subject: str) -> NoReturn:
+        status = response.status_code
+        detail = self._redact(_detail_of(response))
+        if status in (401, 403):
+            raise AuthenticationFailed(
+                f"The VPS provider refused our API token ({_status_line(response)}: {detail}). "
+                "Check VPS_API_TOKEN.",
+                status_code=status,
+            )
+        if status == 404:
+            raise NotFound(f"{subject} was not found at the provider.", kind=kind)
+        if status in (409, 423) or (
+            status == 400 and any(word in detail.lower() for word in _BUSY_WORDS)
+        ):
+            raise ServerBusy(f"The server is busy: {detail}", status_code=status)
+        if 400 <= status < 500:
+            raise Rejected(f"The VPS provider rejected the request: {detail}", status_code=status)
+        if status >= 500:
+            raise ProviderUnavailable(
+                f"The VPS provider failed: it answered {_status_line(response)}: {detail}",
+                status_code=status,
+            )
+        raise UnexpectedResponse(
+            f"The VPS provider answered with an unexpected {_status_line(response)}.",
+            status_code=status,
+        )
+
+    def _json(self, response: httpx.Response, *, allow_empty: bool = False) -> Any:
+        if allow_empty and not response.content.strip():
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise UnexpectedResponse(
+                f"The VPS provider answered {_status_line(response)} with a body that is not "
+                f"JSON ({response.headers.get('content-type', 'no content type')}).",
+                status_code=response.status_code,
+            ) from None
+
+    def _same_origin(self, url: str) -> str:
+        parsed = httpx.URL(url)
+        if parsed.is_relative_url:
+            return url
+        if (parsed.scheme, parsed.host, parsed.port) != (
+            self._origin.scheme,
+            self._origin.host,
+            self._origin.port,
+        ):
+            # Following it would hand our Bearer token to another host.
+            raise UnexpectedResponse(
+                "The provider's backup list points to its next page on another host; "
+                "not following it."
+            )
+        return url
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "**********")
+
+    def _log_response(self, response: httpx.Response) -> None:
+        request = response.request
+        log.debug(
+            "%s %s -> %s in %.0f ms",
+            request.method,
+            request.url.raw_path.decode("ascii", "replace"),
+            response.status_code,
+            response.elapsed.total_seconds() * 1000,
+        )
+
+    def _log_failure(self, method: str, url: str, exc: Exception) -> None:
+        log.warning("%s %s failed: %s", method, url, _describe(exc))
+
+
+def _positive(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _describe(exc: Exception | None) -> str:
+    if exc is None:
+        return "no answer"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.ConnectError):
+        return "connection failed"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the connection was dropped"
+    return type(exc).__name__
+
+
+def _status_line(response: httpx.Response) -> str:
+    return f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _detail_of(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    return _detail(data) or _status_line(response)
+
+
+def _detail(data: Any) -> str:
+    """The provider's explanation: `detail`, `message` or `error`, else DRF-style field errors."""
+    if isinstance(data, dict):
+        for key in ("detail", "message", "error"):
+            value = data.get(key)
+            if isinstance(value, dict):
+                value = value.get("message") or value.get("detail")
+            if isinstance(value, str) and value.strip():
+                return _clip(value.strip())
+        parts = []
+        for key, value in data.items():
+            if isinstance(value, list):
+                value = " ".join(str(v) for v in value)
+            parts.append(f"{key}: {value}")
+        return _clip("; ".join(parts))
+    if isinstance(data, list):
+        return _clip(" ".join(str(v) for v in data))
+    if isinstance(data, str):
+        return _clip(data)
+    return ""
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 1] + "…"

@@ -1,0 +1,78 @@
+import subprocess
+import sys
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+
+TOKEN = "xoxb-very-secret-1234"
+
+
+def test_defaults_and_environment_wins_over_dotenv(tmp_path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("PORT=4000\nVPS_API_TOKEN=from-file\n")
+    settings = load_settings({"PORT": "5000"}, env_file=env_file)
+    assert settings.port == 5000
+    assert settings.vps_api_token is not None
+    assert settings.vps_api_token.reveal() == "from-file"
+    assert settings.database_url == "sqlite:///backupbot.db"
+    assert settings.members("viewer") == frozenset({"*"})
+    assert settings.members("operator") == frozenset()
+    assert settings.restore_safety_backup is True
+
+
+def test_secrets_are_not_in_repr() -> None:
+    settings = load_settings(
+        {
+            "SLACK_BOT_TOKEN": TOKEN,
+            "VPS_API_TOKEN": "vps-secret-9",
+            "SLACK_SIGNING_SECRET": "sig-7",
+        },
+        env_file=None,
+    )
+    shown = repr(settings) + str(settings)
+    for secret in (TOKEN, "vps-secret-9", "sig-7"):
+        assert secret not in shown
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"PORT": "abc"}, "PORT"),
+        ({"DATABASE_URL": "not a url"}, "DATABASE_URL"),
+        ({"BACKUP_OPERATORS": "bob"}, "BACKUP_OPERATORS"),
+        ({"RESTORE_SAFETY_BACKUP": "maybe"}, "RESTORE_SAFETY_BACKUP"),
+        ({"APPROVAL_TTL_MINUTES": "0"}, "APPROVAL_TTL_MINUTES"),
+        ({"VPS_API_URL": "ftp://x"}, "VPS_API_URL"),
+        ({"BACKUP_CHANNELS": "general"}, "BACKUP_CHANNELS"),
+    ],
+)
+def test_malformed_values_name_the_variable(env: dict[str, str], names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        load_settings(env, env_file=None)
+
+
+def test_wrong_token_kind_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"SLACK_BOT_TOKEN": "xapp-oops-secret"}, env_file=None)
+    assert "oops-secret" not in str(info.value)
+
+
+def test_require_names_missing_variable() -> None:
+    settings = load_settings({}, env_file=None)
+    with pytest.raises(ConfigError, match="VPS_API_TOKEN is not set"):
+        settings.require("VPS_API_TOKEN")
+
+
+def test_cli_bad_database_url_is_one_clear_line(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "db", "upgrade"],
+        env={"DATABASE_URL": "nonsense://", "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("backupbot: error: DATABASE_URL")
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,66 @@
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import select
+
+from bot import db
+
+
+def test_migrations_match_models_and_round_trip(database_url: str) -> None:
+    engine = db.make_engine(database_url)
+    try:
+        db.upgrade(database_url)
+        assert db.current_revision(engine) == db.head_revision()
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), db.Base.metadata) == []
+        when = datetime(2025, 1, 16, 5, 0, tzinfo=timezone(timedelta(hours=2)))
+        with db.make_session_factory(engine)() as session:
+            session.add(
+                db.AuditEvent(
+                    occurred_at=when,
+                    actor_user_id="U123",
+                    action="backup.create",
+                    server_id=12345,
+                    parameters={"description": "pre-deploy"},
+                    outcome=db.Outcome.OK,
+                    provider_status=201,
+                )
+            )
+            session.commit()
+        with db.make_session_factory(engine)() as session:
+            row = session.scalars(select(db.AuditEvent)).one()
+        assert row.occurred_at == datetime(2025, 1, 16, 3, 0, tzinfo=UTC)
+        assert row.occurred_at.tzinfo is not None
+        assert row.parameters == {"description": "pre-deploy"}
+        assert row.provider_status == 201
+    finally:
+        engine.dispose()
+
+
+def test_naive_datetimes_are_refused(database_url: str) -> None:
+    db.upgrade(database_url)
+    engine = db.make_engine(database_url)
+    try:
+        with db.make_session_factory(engine)() as session:
+            session.add(
+                db.AuditEvent(
+                    occurred_at=datetime(2025, 1, 1),
+                    actor_user_id="U1",
+                    action="x",
+                    outcome="ok",
+                )
+            )
+            with pytest.raises(Exception, match="naive datetime"):
+                session.commit()
+    finally:
+        engine.dispose()
+
+
+def test_empty_sqlite_is_upgraded_on_start(tmp_path) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    assert db.current_revision(engine) is None
+    db.ensure_schema(engine)
+    assert db.current_revision(engine) == db.head_revision()
+    engine.dispose()
