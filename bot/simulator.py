@@ -27,6 +27,7 @@ import re
 import select
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -311,6 +312,7 @@ class Simulator:
 
     @property
     def faults(self) -> FaultConfig:
+        """The random faults in force; mutate its fields or assign a new one at any time."""
         return self._faults
 
     @faults.setter
@@ -323,6 +325,7 @@ class Simulator:
                 self._rng.seed(value.seed)
 
     def add_server(self, server_id: int, name: str) -> SimServer:
+        """Add (or rename) a server of the account."""
         if isinstance(server_id, bool) or not isinstance(server_id, int):
             raise TypeError(f"server_id must be an int, got {server_id!r}")
         server = SimServer(server_id, name)
@@ -460,6 +463,7 @@ class Simulator:
             self._in_progress(backup_id).outcome = outcome
 
     def backup(self, backup_id: int) -> dict[str, Any] | None:
+        """A backup as the API shows it now, or None once deleted, vanished or never made."""
         with self._lock:
             self._advance()
             backup = self._backups.get(backup_id)
@@ -467,6 +471,7 @@ class Simulator:
 
     @property
     def restores(self) -> list[dict[str, Any]]:
+        """Every restore accepted: server_id, backup_id and `at` (aware UTC)."""
         with self._lock:
             return [dict(restore) for restore in self._restores]
 
@@ -515,6 +520,7 @@ class Simulator:
 
     @property
     def base_url(self) -> str:
+        """`http://HOST:PORT/api/v1` of the running (or last run) server."""
         if self._base_url is None:
             raise RuntimeError("the simulator has not been started")
         return self._base_url
@@ -938,6 +944,10 @@ class _HTTPServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):  # a client resetting is no simulator fault
+            log.debug("connection from %s reset: %s", client_address[0], error)
+            return
         log.exception("simulator connection from %s failed", client_address[0])
 
 
@@ -949,6 +959,8 @@ class _Handler(BaseHTTPRequestHandler):
     """Turns one HTTP exchange into an `_Incoming`, and the simulator's `_Answer` into bytes."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in two writes; with Nagle on, each answer waits for a delayed ACK.
+    disable_nagle_algorithm = True
     server_version = "VPSBackupsSimulator/1.0"
     sys_version = ""
 
@@ -1037,11 +1049,20 @@ class _Handler(BaseHTTPRequestHandler):
             )
 
     def _client_gone(self) -> bool:
+        """True when the client closed its end (a read would see EOF), e.g. after a timeout."""
+        # poll, not select: select refuses descriptors above 1023, common in a big test process.
+        poller = select.poll()
         try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
-        except (OSError, ValueError):
+            poller.register(self.connection, select.POLLIN)
+            if not poller.poll(0):
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except ConnectionError:
             return True
+        except (OSError, ValueError):
+            return False  # cannot tell: try the write, which reports a broken connection
 
     def _send(self, answer: _Answer) -> bool:
         """Write the answer; False when the connection broke on the way."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -611,6 +612,26 @@ def test_inject_after_processing_hang_does_it_and_client_times_out(
     wait_until(lambda: "client went away" in caplog.text)
     [post] = sim.api_calls("POST")
     assert post.status == 0
+
+
+def test_a_client_closing_cleanly_gets_no_answer_recorded(
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.simulator")
+    sim.inject(method="POST", hang=0.3, after_processing=True)
+    body = b'{"server_id": 12345}'
+    request = (
+        b"POST /api/v1/backups/ HTTP/1.1\r\nHost: sim\r\nAuthorization: Bearer "
+        + TOKEN.encode()
+        + b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    host, port = httpx.URL(sim.base_url).host, httpx.URL(sim.base_url).port
+    with socket.create_connection((host, port)) as raw:
+        raw.sendall(request)
+        wait_until(lambda: sim.backup(1000) is not None)
+    # Closed with a FIN (no reset): the simulator notices before writing, not from a failed write.
+    wait_until(lambda: "no answer (201)" in caplog.text)
+    assert sim.api_calls("POST")[0].status == 0
 
 
 def test_stop_does_not_wait_for_a_hanging_request(sim: Simulator) -> None:
