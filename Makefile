@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Until the terminal chat exists (issue 4), the demo is the provider simulator.
 demo: install
-	$(BIN)/backupbot demo
+	$(BIN)/backupbot simulator --port 8099 --token demo --complete-after 10
 
 test: install
 	$(BIN)/ruff check .

@@ -6,14 +6,32 @@ import argparse
 import logging
 import sys
 
-from bot.config import ConfigError, load_settings
+from bot.config import ConfigError, Settings, load_settings
+
+
+class _CommandFailed(Exception):
+    """A command could not start for a reason a person can fix; the message says which."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="backupbot", description="Backup Bot for Slack")
-    commands = parser.add_subparsers(dest="command", required=True)
-    db = commands.add_parser("db", help="database maintenance")
-    db_commands = db.add_subparsers(dest="db_command", required=True)
+    from bot import simulator
+
+    parser = argparse.ArgumentParser(
+        prog="backupbot",
+        description="Backup Bot: manage VPS backups from Slack.",
+        epilog="Settings come from the environment and .env (see .env.example).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = commands.add_parser(
+        "simulator",
+        help="serve a simulated VPS Backups API on loopback (for trying things out and tests)",
+        description="A stateful VPS Backups API simulator honouring the provider's contract.",
+    )
+    simulator.add_arguments(sim)
+
+    db = commands.add_parser("db", help="database maintenance (db upgrade)")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     db_commands.add_parser("upgrade", help="run the database migrations up to the newest")
     return parser
 
@@ -22,14 +40,60 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
-        logging.basicConfig(level=settings.log_level)
-        if args.command == "db" and args.db_command == "upgrade":
-            from bot.db import upgrade
-
-            upgrade(settings.database_url)
-            print("database is up to date")
-            return 0
-    except ConfigError as exc:
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+        return _dispatch(args, settings)
+    except (ConfigError, _CommandFailed) as exc:
         print(f"backupbot: error: {exc}", file=sys.stderr)
         return 2
-    return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "simulator":
+        return _simulator(args, settings)
+    if args.command == "db" and args.db_command == "upgrade":
+        return _db_upgrade(settings)
+    raise _CommandFailed(f"unknown command {args.command!r}")  # argparse prevents this
+
+
+def _simulator(args: argparse.Namespace, settings: Settings) -> int:
+    from bot import simulator
+
+    token = args.token
+    if token is None:
+        if settings.vps_api_token is None:
+            raise ConfigError(
+                "VPS_API_TOKEN is not set: give the token clients must send with --token, "
+                "or set VPS_API_TOKEN"
+            )
+        token = settings.vps_api_token.reveal()
+    try:
+        return simulator.run_from_args(args, token)
+    except ValueError as exc:
+        raise _CommandFailed(str(exc)) from None
+    except OSError as exc:
+        raise _CommandFailed(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+
+
+def _db_upgrade(settings: Settings) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.db import upgrade
+
+    try:
+        upgrade(settings.database_url)
+    except SQLAlchemyError as exc:
+        raise _CommandFailed(f"cannot upgrade the database: {_db_reason(exc)}") from None
+    print("database is up to date")
+    return 0
+
+
+def _db_reason(exc: Exception) -> str:
+    """The first line of a driver error, without the SQL or URL (which may hold a password)."""
+    original = getattr(exc, "orig", None) or exc
+    text = str(original).strip().splitlines()
+    return text[0] if text else type(original).__name__
