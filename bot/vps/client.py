@@ -142,7 +142,8 @@ class BackupsClient:
         while following is not None:
             if pages >= _MAX_PAGES:
                 raise UnexpectedResponse(f"The provider's backup list ran past {_MAX_PAGES} pages.")
-            url = self._same_origin(following)
+            # A relative link is relative to the page it came in (httpx's base_url would not be).
+            url = self._same_origin(str(response.url.join(following)))
             response = self._idempotent("GET", url, what="list backups")
             _, more, following = parse_backup_page(self._json(response))
             backups.extend(more)
@@ -209,7 +210,7 @@ class BackupsClient:
                 response = self._http.delete(path)
             except _NOT_SENT as exc:
                 self._log_failure("DELETE", path, exc)
-                attempt = self._retry_or_raise(attempt, None, what, exc)
+                attempt = self._retry_or_raise(attempt, None, what, exc, unknown=ambiguous)
                 continue
             except _AMBIGUOUS as exc:
                 self._log_failure("DELETE", path, exc)
@@ -252,7 +253,11 @@ class BackupsClient:
             self._log_response(response)
             status = response.status_code
             if response.is_success:
-                data = self._json(response, allow_empty=True)
+                # Any 2xx is accepted (the contract): an odd body must not hide that it started.
+                try:
+                    data = self._json(response, allow_empty=True)
+                except UnexpectedResponse:
+                    data = None
                 return RestoreAccepted(
                     server_id=server_id,
                     backup_id=backup_id,
