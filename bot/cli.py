@@ -23,6 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    run = commands.add_parser(
+        "run",
+        help="run the Slack app (Socket Mode if SLACK_APP_TOKEN is set, else HTTP on PORT)",
+        description="Run the Slack app. HTTP mode serves POST /slack/events and GET /healthz.",
+    )
+    run.add_argument("--http", action="store_true", help="force HTTP mode")
+    run.add_argument("--host", default="0.0.0.0", help="HTTP mode interface (default: %(default)s)")  # noqa: S104
+    run.add_argument("--port", type=int, default=None, help="HTTP mode port (default: $PORT)")
+
     sim = commands.add_parser(
         "simulator",
         help="serve a simulated VPS Backups API on loopback (for trying things out and tests)",
@@ -53,11 +62,45 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "run":
+        return _run(args, settings)
     if args.command == "simulator":
         return _simulator(args, settings)
     if args.command == "db" and args.db_command == "upgrade":
         return _db_upgrade(settings)
     raise _CommandFailed(f"unknown command {args.command!r}")  # argparse prevents this
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from slack_bolt.error import BoltError
+
+    from bot.db import SchemaOutOfDate
+    from bot.slack.app import HttpServer, build_app, run_socket_mode
+
+    socket_mode = settings.socket_mode and not args.http
+    try:
+        bot = build_app(settings, socket_mode=socket_mode)
+    except SchemaOutOfDate as exc:
+        raise _CommandFailed(str(exc)) from None
+    except BoltError as exc:
+        raise _CommandFailed(f"Slack did not accept SLACK_BOT_TOKEN: {exc}") from None
+    bot.start_watcher()
+    try:
+        if socket_mode:
+            logging.getLogger(__name__).info("Backup Bot running in Socket Mode")
+            run_socket_mode(bot, settings)
+        else:
+            port = args.port if args.port is not None else settings.port
+            server = HttpServer(bot, host=args.host, port=port)
+            logging.getLogger(__name__).info(
+                "Backup Bot serving POST /slack/events and GET /healthz on %s:%s",
+                args.host,
+                server.port,
+            )
+            server.serve_forever()
+    finally:
+        bot.close()
+    return 0
 
 
 def _simulator(args: argparse.Namespace, settings: Settings) -> int:

@@ -29,8 +29,8 @@ ROLE_VARIABLES = {
     "admin": "BACKUP_ADMINS",
 }
 
-_PRINCIPAL = re.compile(r"^[UWS][A-Z0-9]{2,}$")
-_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+_PRINCIPAL = re.compile(r"^[UWS][A-Z0-9_]{2,}$")  # "_" for readable test and demo ids
+_CHANNEL = re.compile(r"^[CGD][A-Z0-9_]{2,}$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}

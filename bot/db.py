@@ -18,6 +18,8 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Engine,
+    Float,
+    Index,
     Integer,
     String,
     Text,
@@ -95,6 +97,62 @@ class AuditEvent(Base):
             f"AuditEvent(id={self.id}, action={self.action!r}, actor={self.actor_user_id!r}, "
             f"outcome={self.outcome!r})"
         )
+
+
+class WatchState(enum.StrEnum):
+    WATCHING = "watching"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    VANISHED = "vanished"
+    GAVE_UP = "gave_up"
+
+
+class WatchJob(Base):
+    """A durable "tell the channel when backup N finishes", claimed by one watcher at a time.
+
+    `notified_at` is set once the thread reply went out: a job is pending until then, even after
+    its state is final, so a crash between learning the outcome and posting it loses nothing.
+    """
+
+    __tablename__ = "watch_jobs"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('watching', 'completed', 'failed', 'vanished', 'gave_up')",
+            name="ck_watch_jobs_state",
+        ),
+        Index("ix_watch_jobs_due", "notified_at", "next_poll_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    backup_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    server_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    server_name: Mapped[str] = mapped_column(String(255), default="")
+    channel_id: Mapped[str | None] = mapped_column(String(32))
+    thread_ts: Mapped[str | None] = mapped_column(String(32))
+    requester_id: Mapped[str] = mapped_column(String(32))
+    requester_name: Mapped[str] = mapped_column(String(255), default="")
+    team_id: Mapped[str | None] = mapped_column(String(32))
+    backup_created_at: Mapped[datetime]
+    registered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(String(16), default=WatchState.WATCHING.value)
+    status: Mapped[str] = mapped_column(String(64), default="")
+    size_mb: Mapped[float | None] = mapped_column(Float)
+    expires_at: Mapped[datetime | None]
+    description: Mapped[str] = mapped_column(Text, default="")
+    next_poll_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    misses: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    notified_at: Mapped[datetime | None]
+    notify_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    reply_channel_id: Mapped[str | None] = mapped_column(String(32))
+    reply_ts: Mapped[str | None] = mapped_column(String(32))
+
+    def __repr__(self) -> str:
+        return f"WatchJob(backup_id={self.backup_id}, state={self.state!r})"
 
 
 class SchemaOutOfDate(Exception):

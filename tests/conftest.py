@@ -8,6 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.simulator import Simulator
+from bot.slackdouble import SlackDouble
+
+SIM_TOKEN = "sim-token-s3cr3t"
 
 PG_URL = os.environ.get("BACKUPBOT_TEST_POSTGRES_URL")
 REQUIRE_PG = os.environ.get("BACKUPBOT_REQUIRE_POSTGRES") == "1"
@@ -33,3 +39,37 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    """A session factory on a migrated, empty database (SQLite and PostgreSQL)."""
+    from bot.db import make_engine, make_session_factory, upgrade
+
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def simulator() -> Iterator[Simulator]:
+    """The provider simulator on loopback; backups complete only when a test says so."""
+    sim = Simulator(SIM_TOKEN, complete_after=3600)
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackDouble]:
+    double = SlackDouble()
+    double.start()
+    try:
+        yield double
+    finally:
+        double.stop()

@@ -1,0 +1,222 @@
+"""`/backup …`: parse, ack at once, then do the work off Bolt's threads and answer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk.errors import SlackApiError
+
+from bot.audit import Actor
+from bot.db import Outcome
+from bot.policy import Action
+from bot.slack import blocks
+from bot.slack.parser import (
+    USAGE,
+    AuditCommand,
+    AuditExportCommand,
+    Command,
+    CreateCommand,
+    DeleteCommand,
+    HelpCommand,
+    ListCommand,
+    ParseError,
+    RestoreCommand,
+    ServerSpec,
+    parse,
+)
+from bot.slack.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+COMMAND = "/backup"
+
+# Why the bot could not post in a channel, in words for the person who asked.
+_NOT_POSTABLE = {
+    "not_in_channel": "I'm not a member of this channel",
+    "channel_not_found": "I can't see this channel (private, or a DM I'm not part of)",
+    "is_archived": "this channel is archived",
+    "restricted_action": "posting in this channel is restricted",
+}
+
+
+def register(app: App, runtime: Runtime) -> None:
+    app.command(COMMAND)(_handler(runtime))
+
+
+def _handler(runtime: Runtime) -> Any:
+    def handle_backup(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+        text = command.get("text") or ""
+        user_id = command["user_id"]
+        channel_id = command.get("channel_id")
+        try:
+            parsed = parse(text)
+        except ParseError as exc:
+            ack(**blocks.notice(f"⚠️ {exc.message}\n```{exc.usage}```"))
+            runtime.pool.submit(_audit_parse_error, runtime, command, text, exc.message)
+            return
+        if isinstance(parsed, HelpCommand):
+            ack(**blocks.help_message(USAGE))
+            return
+        ack()
+
+        def job() -> None:
+            actor = runtime.actor(
+                user_id, command.get("user_name", ""), command.get("team_id"), channel_id
+            )
+            run_command(runtime, parsed, actor, respond)
+
+        runtime.later(
+            job,
+            respond=respond,
+            user_id=user_id,
+            channel_id=channel_id,
+            what=f"run `/backup {text.strip()[:80]}`",
+        )
+
+    return handle_backup
+
+
+def _audit_parse_error(runtime: Runtime, command: dict[str, Any], text: str, reason: str) -> None:
+    actor = runtime.actor(
+        command["user_id"],
+        command.get("user_name", ""),
+        command.get("team_id"),
+        command.get("channel_id"),
+    )
+    runtime.service.audit.record(
+        actor, "command", Outcome.ERROR, parameters={"text": text[:500]}, detail=reason
+    )
+
+
+def server_argument(spec: ServerSpec) -> int | str:
+    return spec.id if spec.id is not None else str(spec.name)
+
+
+def run_command(runtime: Runtime, parsed: Command, actor: Actor, respond: Respond) -> None:
+    """The slow half of a command, on the work pool. `ServiceError`s are answered by `later`."""
+    if isinstance(parsed, ListCommand):
+        show_list(
+            runtime,
+            actor,
+            respond,
+            server=server_argument(parsed.server) if parsed.server else None,
+            backup_type=parsed.backup_type,
+            page=0,
+            public=parsed.public,
+        )
+    elif isinstance(parsed, CreateCommand):
+        create(runtime, actor, respond, server_argument(parsed.server), parsed.description)
+    elif isinstance(parsed, DeleteCommand):
+        offer_delete(runtime, actor, respond, parsed.backup_id)
+    elif isinstance(parsed, RestoreCommand):
+        restore_unavailable(runtime, actor, respond, parsed.backup_id)
+    elif isinstance(parsed, AuditCommand | AuditExportCommand):
+        audit_unavailable(runtime, actor, respond)
+    else:  # pragma: no cover - the parser returns only the types above
+        raise TypeError(f"unhandled command {parsed!r}")
+
+
+def show_list(
+    runtime: Runtime,
+    actor: Actor,
+    respond: Respond,
+    *,
+    server: int | str | None,
+    backup_type: str | None,
+    page: int,
+    public: bool,
+    replace_original: bool = False,
+) -> None:
+    listing = runtime.service.list_backups(actor, server, backup_type)
+    title = "Backups"
+    if listing.server is not None:
+        title += f" of {listing.server.name}"
+    if backup_type:
+        title = f"{backup_type.capitalize()} b{title[1:]}"
+    state = blocks.PageState(
+        listing.server.id if listing.server else None, backup_type, page, public
+    )
+    message = blocks.backup_list(
+        listing.backups, state=state, title=title, total_size_mb=listing.total_size_mb
+    )
+    if public:
+        response = respond(response_type="in_channel", replace_original=replace_original, **message)
+        if response.status_code == 200:
+            return
+    runtime.reply_private(
+        respond, actor.user_id, actor.channel_id, message, replace_original=replace_original
+    )
+
+
+def create(
+    runtime: Runtime, actor: Actor, respond: Respond, server: int | str, description: str | None
+) -> None:
+    backup = runtime.service.create_backup(actor, server, description)
+    # The watch job is written before the message is posted: a crash in between loses nothing.
+    job_id = runtime.watcher.watch(backup, actor) if runtime.watcher is not None else None
+    message = blocks.backup_started(backup, actor.user_id)
+    channel, thread_ts = actor.channel_id, None
+    reason = None
+    if channel:
+        try:
+            thread_ts = str(runtime.client.chat_postMessage(channel=channel, **message)["ts"])
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", ""))
+            reason = _NOT_POSTABLE.get(error, f"Slack refused the message ({error})")
+            log.info("cannot post backup %s in %s: %s", backup.id, channel, error)
+    if thread_ts is None:
+        posted = runtime.direct_message(actor.user_id, message)
+        channel, thread_ts = posted if posted else (None, None)
+        where = "our DM" if posted else "nowhere else, so keep this message"
+        runtime.reply_private(
+            respond,
+            actor.user_id,
+            actor.channel_id,
+            blocks.notice(
+                f"✅ Backup *{backup.id}* of *{backup.server.name}* started. "
+                f"{reason or 'I could not post in this channel'}, so its progress goes to "
+                f"{where}. Invite me with `/invite @Backup Bot` to get it here next time."
+            ),
+        )
+    if job_id is not None and runtime.watcher is not None:
+        runtime.watcher.attach_thread(job_id, channel, thread_ts)
+
+
+def offer_delete(runtime: Runtime, actor: Actor, respond: Respond, backup_id: int) -> None:
+    backup = runtime.service.backup_for_deletion(actor, backup_id)
+    runtime.reply_private(respond, actor.user_id, actor.channel_id, blocks.delete_card(backup))
+
+
+def restore_unavailable(runtime: Runtime, actor: Actor, respond: Respond, backup_id: int) -> None:
+    runtime.service.audit.record(
+        actor,
+        "restore",
+        Outcome.ERROR,
+        backup_id=backup_id,
+        detail="restore approvals are not available in this version",
+    )
+    runtime.reply_private(
+        respond,
+        actor.user_id,
+        actor.channel_id,
+        blocks.notice(
+            f"Restoring backup {backup_id} needs an approval flow that this version of "
+            "Backup Bot does not have yet, so nothing was restored. Until it does, restore "
+            "from the provider's control panel."
+        ),
+    )
+
+
+def audit_unavailable(runtime: Runtime, actor: Actor, respond: Respond) -> None:
+    runtime.service.authorize(actor, Action.AUDIT)
+    runtime.reply_private(
+        respond,
+        actor.user_id,
+        actor.channel_id,
+        blocks.notice(
+            "Reading the audit log from Slack is not in this version yet; every action is "
+            "recorded in the `audit_events` table of the bot's database."
+        ),
+    )

@@ -1,0 +1,410 @@
+"""Durable "tell the thread when backup N finishes" jobs: batched polling, leases, one reply each.
+
+How a job lives:
+
+1. `watch()` writes the job *before* the "started" message is posted, and `attach_thread()` adds the
+   message's ts after; a crash in between leaves a job that still gets answered (top-level).
+2. Each round a watcher claims due jobs under a lease (`SELECT … FOR UPDATE SKIP LOCKED` on
+   PostgreSQL, then a conditional UPDATE that also guards SQLite), lists each server's backups
+   **once** for all of that server's jobs, and records what it saw. A job not finished is polled
+   again later, with backoff up to a cap.
+3. A job whose outcome is known stays pending until its reply is posted (`notified_at`). The reply
+   is posted only by the lease holder, after renewing the lease, so several instances sharing one
+   database answer each backup once. A dead instance's lease expires and another takes over.
+
+The one window left: a process killed after Slack accepted the reply but before `notified_at` was
+written would post it again on takeover. It is milliseconds wide; closing it needs reading the
+thread back (`conversations.history` scopes), which we chose not to ask for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.audit import Actor, AuditLog
+from bot.db import Outcome, WatchJob, WatchState
+from bot.vps.client import BackupsClient
+from bot.vps.errors import VpsError
+from bot.vps.models import Backup, Phase
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    first_poll: float = 10.0  # seconds to the first poll (WATCH_POLL_SECONDS)
+    max_poll: float = 300.0  # the backoff's cap
+    backoff: float = 1.5
+    deadline: timedelta = timedelta(hours=24)  # then tracking gives up, and says so
+    lease_seconds: float = 300.0  # longer than any one round's provider + Slack calls
+    batch: int = 1000  # jobs claimed per round
+    vanish_misses: int = 2  # consecutive listings without the backup before "vanished"
+    thread_grace: timedelta = timedelta(minutes=2)  # wait this long for attach_thread()
+    notify_attempts: int = 8
+    tick: float = 1.0  # how often the loop looks for due jobs
+
+
+class DeliveryFailed(Exception):
+    """Slack did not take the reply; the watcher tries again later."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    channel_id: str
+    ts: str
+    note: str = ""  # e.g. "sent by DM: not_in_channel"
+
+
+class Notifier(Protocol):
+    """Posts a finished job's reply (the Slack side implements it); raises `DeliveryFailed`."""
+
+    def notify(self, job: WatchJob) -> Delivery: ...
+
+
+@dataclass
+class RoundStats:
+    claimed: int = 0
+    list_calls: int = 0
+    finished: int = 0
+    notified: int = 0
+
+
+class Watcher:
+    """Runs rounds on a background thread (`start`/`stop`) or one at a time (`run_once`)."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        client: BackupsClient,
+        notifier: Notifier,
+        audit: AuditLog,
+        *,
+        settings: WatchSettings | None = None,
+        owner: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._client = client
+        self._notifier = notifier
+        self._audit = audit
+        self.settings = settings or WatchSettings()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._stop = threading.Event()
+        self._poke = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- registering (called by the create flow) -------------------------------------------
+
+    def watch(self, backup: Backup, actor: Actor) -> int:
+        """Write the job for a backup just created; returns its id for `attach_thread`."""
+        now = self._clock()
+        job = WatchJob(
+            backup_id=backup.id,
+            server_id=backup.server.id,
+            server_name=backup.server.name,
+            channel_id=actor.channel_id,
+            requester_id=actor.user_id,
+            requester_name=actor.name,
+            team_id=actor.team_id,
+            backup_created_at=backup.created_at,
+            registered_at=now,
+            state=WatchState.WATCHING.value,
+            status=backup.status,
+            description=backup.description or "",
+            next_poll_at=now + timedelta(seconds=self.settings.first_poll),
+            attempts=0,
+            misses=0,
+            last_error="",
+            notify_attempts=0,
+        )
+        with self._sessions.begin() as session:
+            session.add(job)
+            session.flush()
+            return job.id
+
+    def attach_thread(self, job_id: int, channel_id: str | None, thread_ts: str | None) -> None:
+        """Where the "started" message went: the thread the reply belongs in."""
+        with self._sessions.begin() as session:
+            session.execute(
+                update(WatchJob)
+                .where(WatchJob.id == job_id)
+                .values(channel_id=channel_id, thread_ts=thread_ts)
+            )
+        self._poke.set()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def start(self) -> Watcher:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="backupbot-watch", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._poke.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        log.info("watcher %s started", self.owner)
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                # A database hiccup must not kill the watcher; the jobs are safe in the table.
+                log.exception("watch round failed; trying again shortly")
+            self._poke.wait(self.settings.tick)
+            self._poke.clear()
+        log.info("watcher %s stopped", self.owner)
+
+    def run_once(self) -> RoundStats:
+        stats = RoundStats()
+        jobs = self._claim()
+        stats.claimed = len(jobs)
+        if not jobs:
+            return stats
+        by_server: dict[int, list[WatchJob]] = defaultdict(list)
+        for job in jobs:
+            if job.state == WatchState.WATCHING.value:
+                by_server[job.server_id].append(job)
+        for server_id, server_jobs in by_server.items():
+            if self._stop.is_set():
+                break
+            stats.list_calls += 1
+            stats.finished += self._poll_server(server_id, server_jobs)
+        for job in jobs:
+            if self._stop.is_set():
+                break
+            if job.state != WatchState.WATCHING.value and self._deliver(job):
+                stats.notified += 1
+        self._release([j.id for j in jobs])
+        return stats
+
+    # -- claiming --------------------------------------------------------------------------
+
+    def _claim(self) -> list[WatchJob]:
+        now = self._clock()
+        free = or_(WatchJob.lease_expires_at.is_(None), WatchJob.lease_expires_at < now)
+        due = and_(WatchJob.notified_at.is_(None), WatchJob.next_poll_at <= now, free)
+        until = now + timedelta(seconds=self.settings.lease_seconds)
+        with self._sessions.begin() as session:
+            ids = list(
+                session.scalars(
+                    select(WatchJob.id)
+                    .where(due)
+                    .order_by(WatchJob.next_poll_at)
+                    .limit(self.settings.batch)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if not ids:
+                return []
+            session.execute(
+                update(WatchJob)
+                .where(WatchJob.id.in_(ids), due)
+                .values(lease_owner=self.owner, lease_expires_at=until)
+                .execution_options(synchronize_session=False)
+            )
+        with self._sessions() as session:
+            return list(
+                session.scalars(
+                    select(WatchJob).where(
+                        WatchJob.id.in_(ids),
+                        WatchJob.lease_owner == self.owner,
+                        WatchJob.lease_expires_at == until,
+                    )
+                )
+            )
+
+    def _release(self, ids: Sequence[int]) -> None:
+        with self._sessions.begin() as session:
+            session.execute(
+                update(WatchJob)
+                .where(WatchJob.id.in_(ids), WatchJob.lease_owner == self.owner)
+                .values(lease_owner=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    def _save(self, job: WatchJob, **values: object) -> bool:
+        """Write `values` only while we still hold the job's lease; mirrors them on `job`."""
+        with self._sessions.begin() as session:
+            result = session.execute(
+                update(WatchJob)
+                .where(WatchJob.id == job.id, WatchJob.lease_owner == self.owner)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            log.warning("lost the lease on watch job %s (backup %s)", job.id, job.backup_id)
+            return False
+        for key, value in values.items():
+            setattr(job, key, value)
+        return True
+
+    # -- polling ---------------------------------------------------------------------------
+
+    def _interval(self, attempts: int) -> timedelta:
+        seconds = min(
+            self.settings.max_poll, self.settings.first_poll * self.settings.backoff**attempts
+        )
+        return timedelta(seconds=seconds * self._rng.uniform(0.9, 1.1))
+
+    def _poll_server(self, server_id: int, jobs: list[WatchJob]) -> int:
+        """One list call for all of this server's jobs; returns how many finished."""
+        try:
+            listing = {b.id: b for b in self._client.list_backups(server_id=server_id).backups}
+        except VpsError as exc:
+            log.warning("watch: listing server %s failed: %s", server_id, exc.message)
+            for job in jobs:
+                self._unreachable(job, exc)
+            return sum(1 for job in jobs if job.state != WatchState.WATCHING.value)
+        finished = 0
+        now = self._clock()
+        for job in jobs:
+            backup = listing.get(job.backup_id)
+            if backup is None:
+                misses = job.misses + 1
+                if misses >= self.settings.vanish_misses:
+                    finished += self._finish(job, WatchState.VANISHED, misses=misses)
+                else:
+                    self._save(
+                        job,
+                        misses=misses,
+                        next_poll_at=now + timedelta(seconds=self.settings.first_poll),
+                    )
+                continue
+            phase = backup.phase
+            if phase is Phase.COMPLETED:
+                finished += self._finish(
+                    job,
+                    WatchState.COMPLETED,
+                    status=backup.status,
+                    size_mb=backup.size_mb,
+                    expires_at=backup.expires_at,
+                    misses=0,
+                )
+            elif phase is Phase.FAILED:
+                finished += self._finish(
+                    job,
+                    WatchState.FAILED,
+                    status=backup.status,
+                    size_mb=backup.size_mb,
+                    last_error=backup.message or "",
+                    misses=0,
+                )
+            elif now - job.registered_at > self.settings.deadline:
+                finished += self._finish(
+                    job,
+                    WatchState.GAVE_UP,
+                    status=backup.status,
+                    last_error=f"still {backup.status} after {_hours(self.settings.deadline)}",
+                )
+            else:
+                self._save(
+                    job,
+                    status=backup.status,
+                    attempts=job.attempts + 1,
+                    misses=0,
+                    next_poll_at=now + self._interval(job.attempts + 1),
+                )
+        return finished
+
+    def _unreachable(self, job: WatchJob, exc: VpsError) -> None:
+        now = self._clock()
+        if now - job.registered_at > self.settings.deadline:
+            self._finish(job, WatchState.GAVE_UP, last_error=exc.message)
+            return
+        self._save(
+            job,
+            attempts=job.attempts + 1,
+            last_error=exc.message,
+            next_poll_at=now + self._interval(job.attempts + 1),
+        )
+
+    def _finish(self, job: WatchJob, state: WatchState, **values: object) -> int:
+        return int(self._save(job, state=state.value, finished_at=self._clock(), **values))
+
+    # -- replying --------------------------------------------------------------------------
+
+    def _deliver(self, job: WatchJob) -> bool:
+        now = self._clock()
+        if job.thread_ts is None and now - job.registered_at < self.settings.thread_grace:
+            # The "started" message may still be on its way; answer in its thread if it comes.
+            self._save(job, next_poll_at=now + timedelta(seconds=self.settings.first_poll))
+            return False
+        lease = now + timedelta(seconds=self.settings.lease_seconds)
+        if not self._save(job, lease_expires_at=lease):
+            return False
+        try:
+            delivery = self._notifier.notify(job)
+        except DeliveryFailed as exc:
+            attempts = job.notify_attempts + 1
+            if attempts >= self.settings.notify_attempts:
+                log.error("giving up replying for backup %s: %s", job.backup_id, exc)
+                self._save(
+                    job, notify_attempts=attempts, notified_at=now, last_error=f"reply: {exc}"
+                )
+                self._record(job, Outcome.ERROR, f"reply could not be delivered: {exc}")
+                return False
+            self._save(
+                job,
+                notify_attempts=attempts,
+                last_error=f"reply: {exc}",
+                next_poll_at=now + self._interval(attempts),
+            )
+            return False
+        self._save(
+            job,
+            notified_at=self._clock(),
+            reply_channel_id=delivery.channel_id,
+            reply_ts=delivery.ts,
+            notify_attempts=job.notify_attempts + 1,
+        )
+        self._record(job, None, delivery.note)
+        return True
+
+    def _record(self, job: WatchJob, outcome: Outcome | None, note: str) -> None:
+        if outcome is None:
+            outcome = Outcome.OK if job.state == WatchState.COMPLETED.value else Outcome.ERROR
+        detail = job.status or job.state
+        if job.last_error:
+            detail += f": {job.last_error}"
+        if note:
+            detail += f" ({note})"
+        self._audit.record(
+            Actor(job.requester_id, job.requester_name, job.team_id, job.channel_id),
+            f"backup.{job.state}",
+            outcome,
+            server_id=job.server_id,
+            backup_id=job.backup_id,
+            parameters={"size_mb": job.size_mb} if job.size_mb is not None else {},
+            detail=detail,
+        )
+
+
+def _hours(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:g} h"
