@@ -216,13 +216,29 @@ class HttpServer:
             self._thread.join(timeout=5)
 
 
-def run_socket_mode(bot: BackupBot, settings: Settings) -> None:
-    """Connect out to Slack over a WebSocket (no public URL needed); blocks until interrupted."""
-    from slack_bolt.adapter.socket_mode import SocketModeHandler
+class SocketModeRunner:
+    """Socket Mode: connects out to Slack over a WebSocket (no public URL needed)."""
 
+    def __init__(self, bot: BackupBot, app_token: str) -> None:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        self._handler = SocketModeHandler(bot.app, app_token)
+
+    def connect(self) -> SocketModeRunner:
+        self._handler.connect()
+        return self
+
+    def close(self) -> None:
+        self._handler.close()
+
+
+def run_socket_mode(
+    bot: BackupBot, settings: Settings, stop: threading.Event | None = None
+) -> None:
+    """Serve in Socket Mode until `stop` is set (or the process is interrupted)."""
     assert settings.slack_app_token is not None
-    handler = SocketModeHandler(bot.app, settings.slack_app_token.reveal())
+    runner = SocketModeRunner(bot, settings.slack_app_token.reveal()).connect()
     try:
-        handler.start()
+        (stop or threading.Event()).wait()
     finally:
-        handler.close()
+        runner.close()
