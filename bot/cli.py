@@ -73,6 +73,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from slack_bolt.error import BoltError
+    from slack_sdk.errors import SlackClientError
 
     from bot.db import SchemaOutOfDate
     from bot.slack.app import HttpServer, build_app, run_socket_mode
@@ -82,8 +83,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         bot = build_app(settings, socket_mode=socket_mode)
     except SchemaOutOfDate as exc:
         raise _CommandFailed(str(exc)) from None
-    except BoltError as exc:
-        raise _CommandFailed(f"Slack did not accept SLACK_BOT_TOKEN: {exc}") from None
+    except BoltError:
+        raise _CommandFailed(
+            "Slack did not accept SLACK_BOT_TOKEN (auth.test failed): check the bot token "
+            "on your Slack app's OAuth & Permissions page"
+        ) from None
+    except (SlackClientError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise _CommandFailed(f"cannot reach Slack at {settings.slack_api_url}: {reason}") from None
     bot.start_watcher()
     try:
         if socket_mode:

@@ -223,7 +223,7 @@ class BackupService:
         """The backup a delete would remove, for the person to confirm (read-only)."""
         self.authorize(actor, Action.DELETE, backup_id=backup_id)
         try:
-            return self.client.find_backup(backup_id)
+            backup = self.client.find_backup(backup_id)
         except NotFound:
             self.audit.record(
                 actor,
@@ -239,6 +239,15 @@ class BackupService:
         except VpsError as exc:
             self._failed(actor, Action.DELETE, exc, {}, backup_id=backup_id)
             raise ProviderError(exc) from None
+        self.audit.record(
+            actor,
+            "delete.request",
+            Outcome.OK,
+            server_id=backup.server.id,
+            backup_id=backup_id,
+            detail="confirmation card shown",
+        )
+        return backup
 
     def delete_backup(self, actor: Actor, backup_id: int) -> DeleteResult:
         self.authorize(actor, Action.DELETE, backup_id=backup_id)

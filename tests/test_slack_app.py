@@ -167,6 +167,7 @@ def test_help_answers_in_the_ack_with_buttons(rig: AppRig, text: str) -> None:
         e["action_id"] for b in body["blocks"] if b["type"] == "actions" for e in b["elements"]
     ]
     assert buttons and all(b.startswith(blocks.HELP_LIST) for b in buttons)
+    assert rig.audit("help", "ok")
 
 
 def test_help_button_lists_backups(rig: AppRig) -> None:
@@ -354,6 +355,7 @@ def test_delete_shows_a_card_then_deletes_once(rig: AppRig) -> None:
     assert "no longer exists" in text_of(again)
     assert len(rig.simulator.api_calls("DELETE")) == 2
     assert len(rig.audit("delete", "ok")) == 2
+    assert rig.audit("delete.request", "ok")[0].server_id == 12346
 
 
 def test_delete_cancel_keeps_the_backup(rig: AppRig) -> None:

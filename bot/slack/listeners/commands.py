@@ -54,10 +54,13 @@ def _handler(runtime: Runtime) -> Any:
             parsed = parse(text)
         except ParseError as exc:
             ack(**blocks.notice(f"⚠️ {exc.message}\n```{exc.usage}```"))
-            runtime.pool.submit(_audit_parse_error, runtime, command, text, exc.message)
+            runtime.pool.submit(
+                _audit, runtime, command, "command", Outcome.ERROR, text, exc.message
+            )
             return
         if isinstance(parsed, HelpCommand):
             ack(**blocks.help_message(USAGE))
+            runtime.pool.submit(_audit, runtime, command, "help", Outcome.OK, text, "")
             return
         ack()
 
@@ -78,16 +81,27 @@ def _handler(runtime: Runtime) -> Any:
     return handle_backup
 
 
-def _audit_parse_error(runtime: Runtime, command: dict[str, Any], text: str, reason: str) -> None:
-    actor = runtime.actor(
-        command["user_id"],
-        command.get("user_name", ""),
-        command.get("team_id"),
-        command.get("channel_id"),
-    )
-    runtime.service.audit.record(
-        actor, "command", Outcome.ERROR, parameters={"text": text[:500]}, detail=reason
-    )
+def _audit(
+    runtime: Runtime,
+    command: dict[str, Any],
+    action: str,
+    outcome: Outcome,
+    text: str,
+    detail: str,
+) -> None:
+    """Audit a command answered in the ack itself (help, parse errors), off Bolt's threads."""
+    try:
+        actor = runtime.actor(
+            command["user_id"],
+            command.get("user_name", ""),
+            command.get("team_id"),
+            command.get("channel_id"),
+        )
+        runtime.service.audit.record(
+            actor, action, outcome, parameters={"text": text[:500]}, detail=detail
+        )
+    except Exception:
+        log.exception("could not write the audit row for %s", action)
 
 
 def server_argument(spec: ServerSpec) -> int | str:
