@@ -732,7 +732,7 @@ def test_restore_accepts_any_2xx(
     [
         (401, {"detail": "Invalid token."}, AuthenticationFailed, "Invalid token."),
         (403, {"detail": "Forbidden."}, AuthenticationFailed, "Check VPS_API_TOKEN"),
-        (404, None, NotFound, "not found"),
+        (404, None, UnexpectedResponse, "VPS_API_URL"),
         (400, {"detail": "Bad filter."}, Rejected, "Bad filter."),
         (400, {"message": "Nope."}, Rejected, "Nope."),
         (400, {"error": {"message": "Nested."}}, Rejected, "Nested."),
@@ -999,3 +999,17 @@ def test_a_backup_that_vanishes_is_not_found(
     assert error.kind == "backup"
     raised(NotFound, client.delete_backup, backup.id)
     assert client.list_backups(server_id=DB).count == 7
+
+
+def test_a_wrong_base_url_is_named_as_such_not_as_a_missing_backup(
+    sim: Simulator, connect: Callable[..., BackupsClient]
+) -> None:
+    wrong = connect(sim.base_url.replace("/api/v1", "/api/v9"))
+    error = raised(UnexpectedResponse, wrong.list_backups)
+    assert "VPS_API_URL" in str(error) and error.status_code == 404
+
+
+def test_an_unsupported_url_scheme_is_a_typed_error(connect: Callable[..., BackupsClient]) -> None:
+    odd = connect("ftp://127.0.0.1:1/api/v1", max_retries=0)
+    raised(ProviderUnavailable, odd.list_backups)
+    raised(OutcomeUnknown, odd.restore_server, 12345, 101)

@@ -56,6 +56,9 @@ _AMBIGUOUS = (
     httpx.ReadError,
     httpx.WriteError,
     httpx.RemoteProtocolError,
+    # Anything else httpx raises (unsupported scheme, decoding, redirects…): not safe to assume
+    # it was not sent, and it must still come out as one of our typed errors.
+    httpx.RequestError,
 )
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # Answers that mean the provider did not act on the request.
@@ -180,8 +183,8 @@ class BackupsClient:
                     return found
                 raise OutcomeUnknown(
                     f"The provider did not answer in time while creating a backup of server "
-                    f"{server_id}, and no new backup of it has appeared since. It was most likely "
-                    f"not created; check `/backup list {server_id}` before trying again.",
+                    f"{server_id}, and no new backup of it has appeared yet. It may still appear: "
+                    f"check `/backup list {server_id}` in a minute before trying again.",
                 ) from None
             self._log_response(response)
             if response.is_success:
@@ -305,6 +308,13 @@ class BackupsClient:
             if response.status_code in _RETRY_STATUSES:
                 attempt = self._retry_or_raise(attempt, response, what)
                 continue
+            if response.status_code == 404:
+                # The list endpoint itself is missing: the base URL is wrong, not a backup.
+                raise UnexpectedResponse(
+                    f"The provider has no backup list at {self.base_url}/backups/ (404): check "
+                    "VPS_API_URL (it usually ends in /api/v1).",
+                    status_code=404,
+                )
             self._raise_for(response, kind="backup", subject="The backup list")
 
     def _retry_or_raise(
