@@ -85,6 +85,7 @@ class Settings:
     restore_safety_backup: bool = True
     approvals_channel: str | None = None
     watch_poll_seconds: float = 10.0
+    watch_deadline_hours: float = 24.0
     log_level: str = "INFO"
 
     @property
@@ -148,6 +149,7 @@ def load_settings(
         restore_safety_backup=_boolean(get("RESTORE_SAFETY_BACKUP"), "RESTORE_SAFETY_BACKUP", True),
         approvals_channel=_channel(get("APPROVALS_CHANNEL"), "APPROVALS_CHANNEL"),
         watch_poll_seconds=_number(get("WATCH_POLL_SECONDS"), "WATCH_POLL_SECONDS", 10.0),
+        watch_deadline_hours=_number(get("WATCH_DEADLINE_HOURS"), "WATCH_DEADLINE_HOURS", 24.0),
         log_level=_log_level(get("LOG_LEVEL")),
     )
 

@@ -112,7 +112,8 @@ class Policy:
                     "`/backup` is not enabled in this channel; ask an admin to add it to "
                     "BACKUP_CHANNELS, or use one of the backup channels.",
                 )
-        if needed in self.roles_of(user_id):
+        # Only the role needed and admin: each user group costs a Web API call (cached).
+        if self._holds(needed, user_id) or self._holds(Role.ADMIN, user_id):
             return Decision(True, action, needed)
         return Decision(
             False,
@@ -140,8 +141,11 @@ class Policy:
         try:
             members = self._groups.group_members(group_id)
         except LookupError as exc:
-            # Fail closed: a group we cannot read grants nothing (and is retried next time).
+            # Fail closed: a group we cannot read grants nothing. Remember that briefly, so a
+            # missing scope or a rate limit does not cost every command another slow call.
             log.warning("cannot read members of user group %s: %s", group_id, exc)
+            with self._lock:
+                self._cache[group_id] = (now + min(10.0, self._cache_seconds), frozenset())
             return frozenset()
         with self._lock:
             self._cache[group_id] = (now + self._cache_seconds, members)

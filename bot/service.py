@@ -130,8 +130,8 @@ class BackupService:
         `create web` must not back up the wrong machine.
         """
         if isinstance(server, int):
-            known = {s.id: s for s in self._known_servers(refresh=False)}
-            return known.get(server, ServerRef(server, f"server {server}"))
+            # No lookup: the provider says whether the id exists, and names it in its answer.
+            return ServerRef(server, f"server {server}")
         wanted = server.strip().lower()
         for refresh in (False, True):
             servers = self._known_servers(refresh=refresh)
@@ -158,14 +158,17 @@ class BackupService:
         with cache.lock:
             if not refresh and cache.expires > self._clock():
                 return cache.servers
-            try:
-                backups = self.client.list_backups().backups
-            except VpsError as exc:
-                raise ProviderError(exc) from None
-            servers = {b.server.id: b.server for b in backups}
-            cache.servers = tuple(sorted(servers.values(), key=lambda s: (s.name, s.id)))
+        # Not under the lock: a slow provider must not queue every other command behind it.
+        try:
+            backups = self.client.list_backups().backups
+        except VpsError as exc:
+            raise ProviderError(exc) from None
+        found = {b.server.id: b.server for b in backups}
+        servers = tuple(sorted(found.values(), key=lambda s: (s.name, s.id)))
+        with cache.lock:
+            cache.servers = servers
             cache.expires = self._clock() + self._server_cache_seconds
-            return cache.servers
+        return servers
 
     # -- use-cases --------------------------------------------------------------------------
 
@@ -249,8 +252,11 @@ class BackupService:
         )
         return backup
 
-    def delete_backup(self, actor: Actor, backup_id: int) -> DeleteResult:
-        self.authorize(actor, Action.DELETE, backup_id=backup_id)
+    def delete_backup(
+        self, actor: Actor, backup_id: int, server_id: int | None = None
+    ) -> DeleteResult:
+        """`server_id`, when the caller knows it (the card did), goes into the audit rows."""
+        self.authorize(actor, Action.DELETE, backup_id=backup_id, server_id=server_id)
         try:
             outcome = self.client.delete_backup(backup_id)
         except NotFound as exc:
@@ -258,18 +264,20 @@ class BackupService:
                 actor,
                 Action.DELETE.value,
                 Outcome.OK,
+                server_id=server_id,
                 backup_id=backup_id,
                 provider_status=exc.status_code,
                 detail="already gone",
             )
             return DeleteResult(backup_id, None)
         except VpsError as exc:
-            self._failed(actor, Action.DELETE, exc, {}, backup_id=backup_id)
+            self._failed(actor, Action.DELETE, exc, {}, server_id=server_id, backup_id=backup_id)
             raise ProviderError(exc) from None
         self.audit.record(
             actor,
             Action.DELETE.value,
             Outcome.OK,
+            server_id=server_id,
             backup_id=backup_id,
             provider_status=204,
             detail=outcome.value,

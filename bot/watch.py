@@ -12,9 +12,11 @@ How a job lives:
    is posted only by the lease holder, after renewing the lease, so several instances sharing one
    database answer each backup once. A dead instance's lease expires and another takes over.
 
-The one window left: a process killed after Slack accepted the reply but before `notified_at` was
-written would post it again on takeover. It is milliseconds wide; closing it needs reading the
-thread back (`conversations.history` scopes), which we chose not to ask for.
+What is left: when Slack takes a reply but its answer is lost (a timeout), or the process dies
+between Slack's answer and writing `notified_at`, the reply is posted again on the next attempt.
+Closing that needs reading the thread back (`conversations.history` scopes), which we chose not to
+ask for. If Slack refuses a reply for as long as `deadline`, one last try goes to the requester's
+DM; after that the job is closed with an error in the audit table.
 """
 
 from __future__ import annotations
@@ -57,7 +59,6 @@ class WatchSettings:
     batch: int = 1000  # jobs claimed per round
     vanish_misses: int = 2  # consecutive listings without the backup before "vanished"
     thread_grace: timedelta = timedelta(minutes=2)  # wait this long for attach_thread()
-    notify_attempts: int = 8
     tick: float = 1.0  # how often the loop looks for due jobs
 
 
@@ -73,9 +74,12 @@ class Delivery:
 
 
 class Notifier(Protocol):
-    """Posts a finished job's reply (the Slack side implements it); raises `DeliveryFailed`."""
+    """Posts a finished job's reply (the Slack side implements it); raises `DeliveryFailed`.
 
-    def notify(self, job: WatchJob) -> Delivery: ...
+    `direct=True` asks for the requester's DM instead of the channel (the last attempt).
+    """
+
+    def notify(self, job: WatchJob, *, direct: bool = False) -> Delivery: ...
 
 
 @dataclass
@@ -106,7 +110,8 @@ class Watcher:
         self._notifier = notifier
         self._audit = audit
         self.settings = settings or WatchSettings()
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # Fits lease_owner's String(64) whatever the host name (Kubernetes pods have long ones).
+        self.owner = owner or f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._clock = clock
         self._rng = rng or random.Random()
         self._stop = threading.Event()
@@ -186,21 +191,32 @@ class Watcher:
         stats.claimed = len(jobs)
         if not jobs:
             return stats
-        by_server: dict[int, list[WatchJob]] = defaultdict(list)
-        for job in jobs:
-            if job.state == WatchState.WATCHING.value:
-                by_server[job.server_id].append(job)
-        for server_id, server_jobs in by_server.items():
-            if self._stop.is_set():
-                break
-            stats.list_calls += 1
-            stats.finished += self._poll_server(server_id, server_jobs)
-        for job in jobs:
-            if self._stop.is_set():
-                break
-            if job.state != WatchState.WATCHING.value and self._deliver(job):
-                stats.notified += 1
-        self._release([j.id for j in jobs])
+        try:
+            by_server: dict[int, list[WatchJob]] = defaultdict(list)
+            for job in jobs:
+                if job.state == WatchState.WATCHING.value:
+                    by_server[job.server_id].append(job)
+            for server_id, server_jobs in by_server.items():
+                if self._stop.is_set():
+                    break
+                stats.list_calls += 1
+                try:
+                    stats.finished += self._poll_server(server_id, server_jobs)
+                except Exception:
+                    # One server's odd answer must not starve the others' jobs.
+                    log.exception("watch: polling server %s failed", server_id)
+            for job in jobs:
+                if self._stop.is_set():
+                    break
+                if job.state == WatchState.WATCHING.value:
+                    continue
+                try:
+                    if self._deliver(job):
+                        stats.notified += 1
+                except Exception:
+                    log.exception("watch: replying for backup %s failed", job.backup_id)
+        finally:
+            self._release([j.id for j in jobs])
         return stats
 
     # -- claiming --------------------------------------------------------------------------
@@ -275,7 +291,9 @@ class Watcher:
     def _poll_server(self, server_id: int, jobs: list[WatchJob]) -> int:
         """One list call for all of this server's jobs; returns how many finished."""
         try:
-            listing = {b.id: b for b in self._client.list_backups(server_id=server_id).backups}
+            # Watched backups are the ones people created: manual. Filtering keeps it one page.
+            answer = self._client.list_backups(server_id=server_id, backup_type="manual")
+            listing = {b.id: b for b in answer.backups}
         except VpsError as exc:
             log.warning("watch: listing server %s failed: %s", server_id, exc.message)
             for job in jobs:
@@ -358,21 +376,25 @@ class Watcher:
         lease = now + timedelta(seconds=self.settings.lease_seconds)
         if not self._save(job, lease_expires_at=lease):
             return False
+        attempts = job.notify_attempts + 1
         try:
-            delivery = self._notifier.notify(job)
-        except DeliveryFailed as exc:
-            attempts = job.notify_attempts + 1
-            if attempts >= self.settings.notify_attempts:
-                log.error("giving up replying for backup %s: %s", job.backup_id, exc)
+            delivery = self._notifier.notify(job, direct=self._last_chance(job, now))
+        except Exception as exc:
+            # DeliveryFailed, or anything else (a timeout may even hide a reply Slack took).
+            reason = str(exc) if isinstance(exc, DeliveryFailed) else type(exc).__name__
+            if not isinstance(exc, DeliveryFailed):
+                log.warning("reply for backup %s failed unexpectedly: %r", job.backup_id, exc)
+            if self._last_chance(job, now):
+                log.error("giving up replying for backup %s: %s", job.backup_id, reason)
                 self._save(
-                    job, notify_attempts=attempts, notified_at=now, last_error=f"reply: {exc}"
+                    job, notify_attempts=attempts, notified_at=now, last_error=f"reply: {reason}"
                 )
-                self._record(job, Outcome.ERROR, f"reply could not be delivered: {exc}")
+                self._record(job, Outcome.ERROR, f"reply could not be delivered: {reason}")
                 return False
             self._save(
                 job,
                 notify_attempts=attempts,
-                last_error=f"reply: {exc}",
+                last_error=f"reply: {reason}"[:2000],
                 next_poll_at=now + self._interval(attempts),
             )
             return False
@@ -381,10 +403,18 @@ class Watcher:
             notified_at=self._clock(),
             reply_channel_id=delivery.channel_id,
             reply_ts=delivery.ts,
-            notify_attempts=job.notify_attempts + 1,
+            notify_attempts=attempts,
         )
         self._record(job, None, delivery.note)
         return True
+
+    def _last_chance(self, job: WatchJob, now: datetime) -> bool:
+        """Slack has refused the reply for as long as we track a backup: one try by DM, then stop.
+
+        Counted from when the outcome was known, so a late outcome still gets a full day.
+        """
+        since = job.finished_at or job.registered_at
+        return now - since > self.settings.deadline
 
     def _record(self, job: WatchJob, outcome: Outcome | None, note: str) -> None:
         if outcome is None:

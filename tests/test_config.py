@@ -19,6 +19,7 @@ def test_defaults_and_environment_wins_over_dotenv(tmp_path) -> None:
     assert settings.members("viewer") == frozenset({"*"})
     assert settings.members("operator") == frozenset()
     assert settings.restore_safety_backup is True
+    assert settings.watch_deadline_hours == 24.0
 
 
 def test_secrets_are_not_in_repr() -> None:
@@ -43,6 +44,7 @@ def test_secrets_are_not_in_repr() -> None:
         ({"BACKUP_OPERATORS": "bob"}, "BACKUP_OPERATORS"),
         ({"RESTORE_SAFETY_BACKUP": "maybe"}, "RESTORE_SAFETY_BACKUP"),
         ({"APPROVAL_TTL_MINUTES": "0"}, "APPROVAL_TTL_MINUTES"),
+        ({"WATCH_DEADLINE_HOURS": "-1"}, "WATCH_DEADLINE_HOURS"),
         ({"VPS_API_URL": "ftp://x"}, "VPS_API_URL"),
         ({"BACKUP_CHANNELS": "general"}, "BACKUP_CHANNELS"),
     ],

@@ -451,3 +451,37 @@ def test_no_secret_reaches_logs_messages_or_the_audit_table(
     for secret in secrets:
         assert secret not in everything
     assert repr(rig.settings).count("xoxb") == 0
+
+
+def test_a_delete_click_is_authorized_for_the_clicker(rig: AppRig) -> None:
+    backup_id = _completed_backup(rig)
+    card = rig.run(f"delete {backup_id}")  # Alice, an operator, got the card
+    refused = rig.click(card, blocks.DELETE_CONFIRM, user_id="U_BOB")
+    assert "operator" in text_of(refused)
+    assert rig.simulator.backup(backup_id) is not None
+    [row] = rig.audit("delete", "denied")
+    assert row.actor_user_id == "U_BOB" and row.backup_id == backup_id
+
+
+def test_restore_command_says_plainly_that_nothing_was_restored(rig: AppRig) -> None:
+    body = rig.run("restore 101")
+    assert "nothing was restored" in text_of(body)
+    assert rig.simulator.restores == []
+    assert rig.simulator.api_calls("POST") == []
+    assert rig.audit("restore", "error")
+
+
+def test_forged_button_clicks_are_refused(rig: AppRig) -> None:
+    backup_id = _completed_backup(rig)
+    action = {
+        "action_id": blocks.DELETE_CONFIRM,
+        "block_id": f"delete_{backup_id}",
+        "type": "button",
+        "value": f"{backup_id}:12346",
+        "action_ts": "1.2",
+    }
+    forger = SlackSender(rig.sender.app_url, "guessed-secret", rig.slack)
+    assert forger.block_actions(action, user_id="U_ALICE", channel_id="C_OPS").status == 401
+    time.sleep(0.3)
+    assert rig.simulator.backup(backup_id) is not None
+    assert rig.simulator.api_calls("DELETE") == []

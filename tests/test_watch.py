@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from slack_sdk import WebClient
@@ -34,7 +35,6 @@ FAST = WatchSettings(
     tick=0.02,
     thread_grace=timedelta(0),
     lease_seconds=5,
-    notify_attempts=3,
 )
 ALICE = Actor("U_ALICE", "alice", "T111", "C_OPS")
 
@@ -259,6 +259,86 @@ def test_slack_failures_are_retried_later(rig: Rig) -> None:
     time.sleep(0.3)
     assert watcher.run_once().notified == 1
     assert len(rig.replies("C_OPS", ts)) == 1
+
+
+def test_a_reply_waits_for_its_thread_then_goes_into_it(rig: Rig) -> None:
+    watcher = rig.watcher(thread_grace=timedelta(seconds=30))
+    backup = rig.vps.create_backup(12345)
+    job_id = watcher.watch(backup, ALICE)  # the "started" message is not posted yet
+    rig.simulator.finish(backup.id)
+    time.sleep(0.06)
+    assert watcher.run_once().notified == 0  # outcome known, but no thread to answer in yet
+    assert rig.slack.calls_to("chat.postMessage") == []
+    ts = str(rig.web.chat_postMessage(channel="C_OPS", text="started")["ts"])
+    watcher.attach_thread(job_id, "C_OPS", ts)
+    time.sleep(0.06)
+    assert watcher.run_once().notified == 1
+    assert len(rig.replies("C_OPS", ts)) == 1
+
+
+def test_a_reply_slack_keeps_refusing_gets_a_last_try_by_dm(rig: Rig) -> None:
+    watcher = rig.watcher(deadline=timedelta(seconds=0.6))
+    backup, ts = rig.start_backup(watcher)
+    rig.simulator.finish(backup.id)
+    rig.slack.fail("chat.postMessage", "internal_error", count=1000)
+    until = time.monotonic() + 0.3  # well inside the deadline: retried, not given up
+    while time.monotonic() < until:
+        watcher.run_once()
+        time.sleep(0.05)
+    with rig.sessions() as session:
+        job = session.scalars(select(WatchJob)).one()
+        assert job.notified_at is None and job.notify_attempts >= 2
+    time.sleep(0.5)  # past the deadline
+    rig.slack.reset()  # Slack takes messages again, as the last try comes
+    assert watcher.run_once().notified == 1
+    [dm] = rig.slack.messages_in(rig.slack.dm_channel_id("U_ALICE"))
+    assert "completed" in dm.text
+    assert rig.replies("C_OPS", ts) == []
+    assert "last try, by DM" in rig.audit("backup.completed")[0].detail
+
+
+def test_a_reply_refused_past_the_deadline_is_closed_and_audited(rig: Rig) -> None:
+    watcher = rig.watcher(deadline=timedelta(seconds=0.3))
+    backup, _ts = rig.start_backup(watcher)
+    rig.simulator.finish(backup.id)
+    rig.slack.fail("chat.postMessage", "internal_error", count=1000)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        watcher.run_once()
+        with rig.sessions() as session:
+            if session.scalars(select(WatchJob)).one().notified_at is not None:
+                break
+        time.sleep(0.05)
+    [row] = rig.audit("backup.completed")
+    assert row.outcome == "error" and "could not be delivered" in row.detail
+
+
+class FlakyNotifier:
+    """Raises something that is not a Slack error for one backup, then behaves."""
+
+    def __init__(self, inner: SlackNotifier, backup_id: int) -> None:
+        self.inner, self.backup_id, self.raised = inner, backup_id, 0
+
+    def notify(self, job: WatchJob, *, direct: bool = False) -> Any:
+        if job.backup_id == self.backup_id and not self.raised:
+            self.raised += 1
+            raise TimeoutError("read timed out")
+        return self.inner.notify(job, direct=direct)
+
+
+def test_an_unexpected_error_for_one_job_does_not_starve_the_others(rig: Rig) -> None:
+    first, first_ts = rig.start_backup(rig.watcher(), 12345)
+    second, second_ts = rig.start_backup(rig.watcher(), 12346)
+    flaky = FlakyNotifier(SlackNotifier(rig.web), first.id)
+    watcher = Watcher(rig.sessions, rig.vps, flaky, AuditLog(rig.sessions), settings=FAST)
+    rig.simulator.finish(first.id)
+    rig.simulator.finish(second.id)
+    time.sleep(0.06)
+    assert watcher.run_once().notified == 1  # the second, despite the first's error
+    assert len(rig.replies("C_OPS", second_ts)) == 1
+    time.sleep(0.25)
+    assert watcher.run_once().notified == 1  # the first, on the next try: not lost
+    assert len(rig.replies("C_OPS", first_ts)) == 1 and flaky.raised == 1
 
 
 def test_one_list_call_per_server_per_round(rig: Rig) -> None:

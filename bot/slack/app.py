@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from slack_bolt import App
@@ -56,6 +57,7 @@ class BackupBot:
     engine: Engine
     vps: BackupsClient
     watcher: Watcher
+    listener_pool: ThreadPoolExecutor
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     @property
@@ -78,6 +80,7 @@ class BackupBot:
 
     def close(self) -> None:
         self.watcher.stop()
+        self.listener_pool.shutdown(wait=True, cancel_futures=False)
         self.runtime.pool.shutdown(wait=True, cancel_futures=False)
         for closer in reversed(self._closers):
             closer()
@@ -133,7 +136,11 @@ def build_app(
         vps,
         SlackNotifier(client),
         audit,
-        settings=watch_settings or WatchSettings(first_poll=settings.watch_poll_seconds),
+        settings=watch_settings
+        or WatchSettings(
+            first_poll=settings.watch_poll_seconds,
+            deadline=timedelta(hours=settings.watch_deadline_hours),
+        ),
     )
     runtime = Runtime(
         service=service,
@@ -143,15 +150,23 @@ def build_app(
         watcher=watcher,
     )
     signing_secret = settings.slack_signing_secret.reveal() if settings.slack_signing_secret else ""
+    listener_pool = ThreadPoolExecutor(LISTENER_THREADS, thread_name_prefix="bolt")
     app = App(
         client=client,
         signing_secret=signing_secret,
         request_verification_enabled=not socket_mode,
         token_verification_enabled=verify_token,
-        listener_executor=ThreadPoolExecutor(LISTENER_THREADS, thread_name_prefix="bolt"),
+        listener_executor=listener_pool,
     )
     register_listeners(app, runtime)
-    return BackupBot(app=app, runtime=runtime, engine=engine, vps=vps, watcher=watcher)
+    return BackupBot(
+        app=app,
+        runtime=runtime,
+        engine=engine,
+        vps=vps,
+        watcher=watcher,
+        listener_pool=listener_pool,
+    )
 
 
 def wsgi_app(bot: BackupBot) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:

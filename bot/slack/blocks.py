@@ -202,7 +202,7 @@ def _backup_row(backup: Backup) -> SectionBlock:
 
 
 def backup_started(backup: Backup, requester_id: str) -> dict[str, Any]:
-    description = f" — _{_escape(backup.description)}_" if backup.description else ""
+    description = f" — _{_escape(backup.description[:500])}_" if backup.description else ""
     text = (
         f"⏳ Backup *{backup.id}* of *{_escape(backup.server.name)}* (`{backup.server.id}`) "
         f"started by <@{requester_id}>{description}"
@@ -254,11 +254,15 @@ def delete_card(backup: Backup) -> dict[str, Any]:
                     ButtonElement(
                         text="Delete",
                         action_id=DELETE_CONFIRM,
-                        value=str(backup.id),
+                        value=f"{backup.id}:{backup.server.id}",
                         style="danger",
                         confirm=confirm,
                     ),
-                    ButtonElement(text="Cancel", action_id=DELETE_CANCEL, value=str(backup.id)),
+                    ButtonElement(
+                        text="Cancel",
+                        action_id=DELETE_CANCEL,
+                        value=f"{backup.id}:{backup.server.id}",
+                    ),
                 ],
             ),
         ],
@@ -351,7 +355,7 @@ def _outcome_text(job: WatchJob) -> str:
             f"*{human_size(job.size_mb)}*. Expires: {expires}."
         )
     if job.state == "failed":
-        reason = f": {_escape(job.last_error)}" if job.last_error else ""
+        reason = f": {_escape(job.last_error[:1500])}" if job.last_error else ""
         return (
             f"{icon} Backup *{job.backup_id}* of {server} *failed* (provider status "
             f"`{_escape(job.status)}`){reason}. <@{job.requester_id}>, the server has no new "
@@ -363,7 +367,7 @@ def _outcome_text(job: WatchJob) -> str:
             f"before it finished, so there is no such backup now. <@{job.requester_id}>, check "
             f"`/backup list {job.server_id}`."
         )
-    reason = f" Last thing heard: {_escape(job.last_error)}." if job.last_error else ""
+    reason = f" Last thing heard: {_escape(job.last_error[:1500])}." if job.last_error else ""
     return (
         f"{icon} I stopped tracking backup *{job.backup_id}* of {server}: no final answer from "
         f"the provider in time.{reason} <@{job.requester_id}>, check it with "
@@ -380,7 +384,7 @@ def backup_finished(job: WatchJob, *, via_dm: bool = False) -> dict[str, Any]:
 
 def backup_started_final(job: WatchJob) -> dict[str, Any]:
     """The parent "started" message, rewritten with its final status line."""
-    description = f" — _{_escape(job.description)}_" if job.description else ""
+    description = f" — _{_escape(job.description[:500])}_" if job.description else ""
     icon = _OUTCOME_ICON.get(job.state, "•")
     status = {
         "completed": f"completed · {human_size(job.size_mb)}",

@@ -32,10 +32,10 @@ class SlackNotifier:
     def __init__(self, client: WebClient) -> None:
         self._client = client
 
-    def notify(self, job: WatchJob) -> Delivery:
+    def notify(self, job: WatchJob, *, direct: bool = False) -> Delivery:
         message = blocks.backup_finished(job)
-        note = ""
-        if job.channel_id:
+        note = "last try, by DM" if direct else ""
+        if job.channel_id and not direct:
             try:
                 response = self._client.chat_postMessage(
                     channel=job.channel_id, thread_ts=job.thread_ts, **message
@@ -48,7 +48,7 @@ class SlackNotifier:
                     raise DeliveryFailed(error or "Slack error") from None
                 note = f"sent by DM: {error} in {job.channel_id}"
                 log.info("backup %s: cannot reply in %s (%s)", job.backup_id, job.channel_id, error)
-            except SlackClientError as exc:
+            except (SlackClientError, OSError) as exc:
                 raise DeliveryFailed(type(exc).__name__) from None
         try:
             dm = self._client.conversations_open(users=job.requester_id)["channel"]["id"]
@@ -57,7 +57,7 @@ class SlackNotifier:
             )
         except SlackApiError as exc:
             raise DeliveryFailed(str(exc.response.get("error", "Slack error"))) from None
-        except SlackClientError as exc:
+        except (SlackClientError, OSError) as exc:
             raise DeliveryFailed(type(exc).__name__) from None
         return Delivery(dm, str(response["ts"]), note or "sent by DM")
 
@@ -68,6 +68,6 @@ class SlackNotifier:
             self._client.chat_update(
                 channel=job.channel_id, ts=job.thread_ts, **blocks.backup_started_final(job)
             )
-        except (SlackApiError, SlackClientError) as exc:
+        except (SlackApiError, SlackClientError, OSError) as exc:
             # The reply went out; a stale status line on the parent is not worth a retry loop.
             log.warning("could not update the parent of backup %s: %s", job.backup_id, exc)

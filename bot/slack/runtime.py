@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from slack_bolt import Respond
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.errors import SlackApiError
 
 from bot.audit import Actor
 from bot.service import BackupService, Denied, ServiceError
@@ -73,12 +73,15 @@ class Runtime:
                     user_id,
                     channel_id,
                     blocks.notice(
-                        f"⚠️ Something went wrong on our side while trying to {what}. Nothing "
-                        f"more was done. Reference for the bot's operators: `{reference}`."
+                        f"⚠️ Something went wrong on our side while trying to {what}; it may "
+                        "not have finished. Check the result before trying again. Reference "
+                        f"for the bot's operators: `{reference}`."
                     ),
                 )
 
-        return self.pool.submit(run)
+        future = self.pool.submit(run)
+        future.add_done_callback(_log_escaped)
+        return future
 
     def reply_private(
         self,
@@ -106,7 +109,7 @@ class Runtime:
             try:
                 self.client.chat_postEphemeral(channel=channel_id, user=user_id, **message)
                 return
-            except (SlackApiError, SlackClientError) as exc:
+            except Exception as exc:
                 log.warning("chat.postEphemeral failed: %s; sending a DM", _error(exc))
         self.direct_message(user_id, message)
 
@@ -116,9 +119,16 @@ class Runtime:
             channel = self.client.conversations_open(users=user_id)["channel"]["id"]
             response = self.client.chat_postMessage(channel=channel, **message)
             return channel, str(response["ts"])
-        except (SlackApiError, SlackClientError) as exc:
+        except Exception as exc:
             log.error("could not reach %s at all (DM failed: %s)", user_id, _error(exc))
             return None
+
+
+def _log_escaped(future: Future[None]) -> None:
+    """A failure that escaped even the handlers above (they should not let one out): say so."""
+    exc = future.exception()
+    if exc is not None:
+        log.error("background work failed and nobody was told: %r", exc)
 
 
 def _error(exc: Exception) -> str:

@@ -99,14 +99,14 @@ def _delete_confirm(runtime: Runtime) -> Any:
         ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
     ) -> None:
         ack()
-        raw_id = action.get("value") or ""
-        if not raw_id.isdigit():
+        ids = _ids(action.get("value"))
+        if ids is None:
             log.warning("ignoring a delete button with a malformed value")
             return
-        backup_id = int(raw_id)
+        backup_id, server_id = ids
 
         def job(actor: Actor) -> None:
-            result = runtime.service.delete_backup(actor, backup_id)
+            result = runtime.service.delete_backup(actor, backup_id, server_id)
             if result.outcome is None:
                 text = f"Backup {backup_id} no longer exists: it was already deleted or expired."
             else:
@@ -125,23 +125,28 @@ def _delete_cancel(runtime: Runtime) -> Any:
         ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
     ) -> None:
         ack()
-        raw_id = action.get("value") or "?"
+        backup_id, server_id = _ids(action.get("value")) or (None, None)
 
         def job(actor: Actor) -> None:
             runtime.service.audit.record(
-                actor,
-                "delete.cancel",
-                Outcome.OK,
-                backup_id=int(raw_id) if raw_id.isdigit() else None,
+                actor, "delete.cancel", Outcome.OK, server_id=server_id, backup_id=backup_id
             )
             runtime.reply_private(
                 respond,
                 actor.user_id,
                 actor.channel_id,
-                blocks.notice(f"Kept backup {raw_id}: nothing was deleted."),
+                blocks.notice(f"Kept backup {backup_id or ''}: nothing was deleted."),
                 replace_original=True,
             )
 
         _later(runtime, body, respond, "cancel a delete", job)
 
     return handle_delete_cancel
+
+
+def _ids(value: str | None) -> tuple[int, int | None] | None:
+    """A delete button's value: "BACKUP_ID:SERVER_ID" (or a bare backup id)."""
+    backup, _, server = (value or "").partition(":")
+    if not backup.isdigit() or (server and not server.isdigit()):
+        return None
+    return int(backup), int(server) if server else None

@@ -27,6 +27,7 @@ from bot.slack.parser import (
     parse,
 )
 from bot.slack.runtime import Runtime
+from bot.vps.models import Backup
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,8 @@ def create(
     runtime: Runtime, actor: Actor, respond: Respond, server: int | str, description: str | None
 ) -> None:
     backup = runtime.service.create_backup(actor, server, description)
-    # The watch job is written before the message is posted: a crash in between loses nothing.
-    job_id = runtime.watcher.watch(backup, actor) if runtime.watcher is not None else None
+    # From here on the backup is running: whatever fails, the person must hear that it started.
+    job_id = _watch(runtime, actor, backup)
     message = blocks.backup_started(backup, actor.user_id)
     channel, thread_ts = actor.channel_id, None
     reason = None
@@ -180,22 +181,69 @@ def create(
             error = str(exc.response.get("error", ""))
             reason = _NOT_POSTABLE.get(error, f"Slack refused the message ({error})")
             log.info("cannot post backup %s in %s: %s", backup.id, channel, error)
+        except Exception as exc:
+            reason = "Slack could not be reached"
+            log.warning("cannot post backup %s in %s: %r", backup.id, channel, exc)
+    notes = []
     if thread_ts is None:
         posted = runtime.direct_message(actor.user_id, message)
         channel, thread_ts = posted if posted else (None, None)
         where = "our DM" if posted else "nowhere else, so keep this message"
+        invite = (
+            " Invite me with `/invite @Backup Bot` to get it here next time."
+            if (reason == _NOT_POSTABLE["not_in_channel"])
+            else ""
+        )
+        notes.append(
+            f"{reason or 'I could not post in this channel'}, so its progress goes to {where}."
+            + invite
+        )
+        runtime.service.audit.record(
+            actor,
+            "create.notice",
+            Outcome.ERROR,
+            server_id=backup.server.id,
+            backup_id=backup.id,
+            detail=f"started message not in channel: {reason}; sent to {where}",
+        )
+    if job_id is None and runtime.watcher is not None:
+        notes.append(
+            "I could not record it for tracking, so no reply will come when it finishes: "
+            f"check `/backup list {backup.server.id}` later."
+        )
+    if notes:
         runtime.reply_private(
             respond,
             actor.user_id,
             actor.channel_id,
             blocks.notice(
-                f"✅ Backup *{backup.id}* of *{backup.server.name}* started. "
-                f"{reason or 'I could not post in this channel'}, so its progress goes to "
-                f"{where}. Invite me with `/invite @Backup Bot` to get it here next time."
+                f"✅ Backup *{backup.id}* of *{backup.server.name}* started. " + " ".join(notes)
             ),
         )
     if job_id is not None and runtime.watcher is not None:
-        runtime.watcher.attach_thread(job_id, channel, thread_ts)
+        try:
+            runtime.watcher.attach_thread(job_id, channel, thread_ts)
+        except Exception:
+            # The job exists: after a grace period its reply goes to the channel, unthreaded.
+            log.exception("could not attach the thread of backup %s to its watch job", backup.id)
+
+
+def _watch(runtime: Runtime, actor: Actor, backup: Backup) -> int | None:
+    if runtime.watcher is None:
+        return None
+    try:
+        return runtime.watcher.watch(backup, actor)
+    except Exception:
+        log.exception("could not write the watch job of backup %s", backup.id)
+        runtime.service.audit.record(
+            actor,
+            "create.untracked",
+            Outcome.ERROR,
+            server_id=backup.server.id,
+            backup_id=backup.id,
+            detail="the watch job could not be written; no reply will follow",
+        )
+        return None
 
 
 def offer_delete(runtime: Runtime, actor: Actor, respond: Respond, backup_id: int) -> None:
@@ -225,6 +273,9 @@ def restore_unavailable(runtime: Runtime, actor: Actor, respond: Respond, backup
 
 def audit_unavailable(runtime: Runtime, actor: Actor, respond: Respond) -> None:
     runtime.service.authorize(actor, Action.AUDIT)
+    runtime.service.audit.record(
+        actor, "audit", Outcome.ERROR, detail="reading the audit log from Slack is not built yet"
+    )
     runtime.reply_private(
         respond,
         actor.user_id,
