@@ -23,10 +23,23 @@ Where Slack's documentation is silent the double chooses, and says so here:
   late → `expired_trigger_id`.
 - Slack fills in missing `block_id`s and `action_id`s of stored blocks; so does the double (the
   recorded call keeps the blocks exactly as sent, `Message.blocks` holds the stored version).
+
+Socket Mode: `apps.connections.open` (authenticated by the app-level token `app_token`, `xapp-…`)
+answers `ws://127.0.0.1:PORT/socket/<ticket>` on the same server, where a minimal RFC 6455 endpoint
+says `hello`, carries envelopes (`socket_send`, `socket_slash_command`, `socket_block_actions`,
+built exactly as `SlackSender` builds its payloads) and records the app's acks (`socket_ack`).
+There the double chooses too:
+- a ticket serves one connection; an unknown or used one gets HTTP 401 `invalid_ticket`.
+- a bot token on apps.connections.open, or an app token on any other method, gets
+  `not_allowed_token_type`.
+- `accepts_response_payload` is true for slash commands, view_submission and block_suggestion.
+- an idle connection is pinged every `socket_ping_interval` seconds; `stop()` sends close 1001
+  (going away) before it hangs up.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import email.parser
@@ -37,9 +50,11 @@ import itertools
 import json
 import logging
 import socket
+import struct
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +67,7 @@ from zoneinfo import ZoneInfo
 from slack_sdk.signature import SignatureVerifier
 
 __all__ = [
+    "DEFAULT_APP_TOKEN",
     "DEFAULT_BOT_TOKEN",
     "Channel",
     "Event",
@@ -62,6 +78,7 @@ __all__ = [
     "Response",
     "SlackDouble",
     "SlackSender",
+    "SocketEnvelope",
     "UploadedFile",
     "User",
 ]
@@ -69,6 +86,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_BOT_TOKEN = "xoxb-111-222-slackdouble"  # noqa: S105 - a fake token for a fake Slack
+DEFAULT_APP_TOKEN = "xapp-1-A111-333-slackdouble"  # noqa: S105 - the app-level one (Socket Mode)
 TS_START = 1_700_000_000_000_100  # microseconds: the first ts is "1700000000.000100"
 TS_STEP = 100
 MAX_TEXT = 40_000
@@ -114,6 +132,39 @@ class RecordedResponse:
 
 
 Event = RecordedCall | RecordedResponse
+
+
+@dataclass(frozen=True)
+class SocketEnvelope:
+    """One envelope the double sent to the app over Socket Mode."""
+
+    envelope_id: str
+    type: str  # "slash_commands", "interactive", "events_api"
+    payload: dict[str, Any]
+    accepts_response_payload: bool
+
+    @property
+    def response_url(self) -> str | None:
+        url = self.payload.get("response_url")
+        return url if isinstance(url, str) else None
+
+    @property
+    def response_url_id(self) -> str | None:
+        """The `url_id` that `RecordedResponse`s to this envelope's response_url carry."""
+        url = self.response_url
+        return url.rstrip("/").rsplit("/", 1)[-1] if url else None
+
+    def message(self) -> dict[str, Any]:
+        """The envelope as sent on the wire."""
+        out: dict[str, Any] = {
+            "envelope_id": self.envelope_id,
+            "payload": self.payload,
+            "type": self.type,
+            "accepts_response_payload": self.accepts_response_payload,
+        }
+        if self.type == "events_api":
+            out.update(retry_attempt=0, retry_reason="")
+        return out
 
 
 @dataclass(frozen=True)
@@ -571,6 +622,103 @@ def _tz_fields(tz: str) -> tuple[str, int]:
     return now.tzname() or tz, int(offset.total_seconds()) if offset is not None else 0
 
 
+# -- Socket Mode: a minimal RFC 6455 server side ------------------------------------------------
+
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_OP_CONTINUATION, _OP_TEXT, _OP_BINARY = 0x0, 0x1, 0x2
+_OP_CLOSE, _OP_PING, _OP_PONG = 0x8, 0x9, 0xA
+_MAX_MESSAGE = 16 * 1024 * 1024
+_APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+
+
+def _ws_accept(key: str) -> str:
+    """Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2)."""
+    digest = hashlib.sha1((key + _WS_GUID).encode(), usedforsecurity=False).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _ws_frame(opcode: int, payload: bytes = b"") -> bytes:
+    """One final, unmasked frame: a server never masks (RFC 6455 §5.1)."""
+    size = len(payload)
+    if size < 126:
+        head = struct.pack("!BB", 0x80 | opcode, size)
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, size)
+    return head + payload
+
+
+def _unmask(data: bytes, mask: bytes) -> bytes:
+    if not data:
+        return data
+    key = (mask * (len(data) // 4 + 1))[: len(data)]
+    value = int.from_bytes(data, "big") ^ int.from_bytes(key, "big")
+    return value.to_bytes(len(data), "big")
+
+
+def _accepts_response_payload(kind: str, payload: Mapping[str, Any]) -> bool:
+    if kind == "slash_commands":
+        return True
+    return kind == "interactive" and payload.get("type") in ("view_submission", "block_suggestion")
+
+
+class _SocketClosed(Exception):
+    """The app hung up, or broke the protocol (then `code` is the close code to send)."""
+
+    def __init__(self, code: int | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Socket:
+    """One app connection. Its handler thread reads; any thread sends (frames are whole)."""
+
+    def __init__(self, ticket: str, connection: socket.socket, ping_interval: float | None) -> None:
+        self.ticket = ticket
+        self.connection = connection
+        self.thread = threading.current_thread()
+        self._send_lock = threading.Lock()
+        self._buffer = bytearray()
+        connection.settimeout(ping_interval)
+
+    def send(self, opcode: int, payload: bytes = b"") -> None:
+        with self._send_lock:
+            self.connection.sendall(_ws_frame(opcode, payload))
+
+    def send_json(self, message: Mapping[str, Any]) -> None:
+        self.send(_OP_TEXT, json.dumps(message).encode())
+
+    def read_frame(self) -> tuple[bool, int, bytes]:
+        """(fin, opcode, unmasked payload) of the next frame."""
+        first, second = self._take(2)
+        if first & 0x70 or not second & 0x80:  # no extension was agreed; clients must mask
+            raise _SocketClosed(1002)
+        size = second & 0x7F
+        if size == 126:
+            (size,) = struct.unpack("!H", self._take(2))
+        elif size == 127:
+            (size,) = struct.unpack("!Q", self._take(8))
+        if size > _MAX_MESSAGE:
+            raise _SocketClosed(1009)
+        mask = self._take(4)
+        return bool(first & 0x80), first & 0x0F, _unmask(self._take(size), mask)
+
+    def _take(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            try:
+                chunk = self.connection.recv(65536)
+            except TimeoutError:  # idle: ping, as Slack does, and keep waiting
+                self.send(_OP_PING, b"slackdouble")
+                continue
+            if not chunk:
+                raise _SocketClosed()
+            self._buffer += chunk
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+
 # -- the double ---------------------------------------------------------------------------------
 
 
@@ -599,6 +747,8 @@ class SlackDouble:
         response_url_max_posts: int = 5,
         response_url_ttl: float = 30 * 60,
         trigger_ttl: float = 3.0,
+        app_token: str = DEFAULT_APP_TOKEN,
+        socket_ping_interval: float | None = 0.5,
     ) -> None:
         self.team_id, self.team_domain, self.team_name = team_id, team_domain, team_name
         self.bot_user_id, self.bot_id, self.bot_name, self.app_id = (
@@ -619,6 +769,11 @@ class SlackDouble:
         self._base_url: str | None = None
         self._bot_token = bot_token
         self._tokens: set[str] = {bot_token}
+        self._app_token = app_token
+        self._app_tokens: set[str] = {app_token}
+        self.socket_ping_interval = socket_ping_interval
+        self._socket_tickets: dict[str, bool] = {}  # ticket → used
+        self._sockets: list[_Socket] = []
         self._users: dict[str, User] = {}
         self._channels: dict[str, Channel] = {}
         self._usergroups: dict[str, list[str]] = {}
@@ -647,6 +802,8 @@ class SlackDouble:
         self._triggers: dict[str, _Trigger] = {}
         self._faults: dict[str, list[_Fault]] = {}
         self._opened_dms: set[str] = set()
+        self._socket_envelopes: dict[str, SocketEnvelope] = {}
+        self._socket_acks: dict[str, dict[str, Any]] = {}
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -678,9 +835,12 @@ class SlackDouble:
             return
         server.shutdown()
         server.server_close()
+        sockets = self._close_sockets(1001, "going away")
         for connection in server.open_connections():
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
+        for session in sockets:
+            session.thread.join(timeout=5)
         if thread is not None:
             thread.join(timeout=5)
 
@@ -712,12 +872,22 @@ class SlackDouble:
         """The bot token the double accepts (`add_token` accepts more)."""
         return self._bot_token
 
+    @property
+    def app_token(self) -> str:
+        """The app-level token apps.connections.open accepts (`add_app_token` accepts more)."""
+        return self._app_token
+
     # -- configuration -----------------------------------------------------------------------
 
     def add_token(self, token: str) -> None:
         """Accept one more bot token."""
         with self._lock:
             self._tokens.add(token)
+
+    def add_app_token(self, token: str) -> None:
+        """Accept one more app-level token (Socket Mode)."""
+        with self._lock:
+            self._app_tokens.add(token)
 
     def add_user(
         self,
@@ -998,6 +1168,250 @@ class SlackDouble:
                     recorded = ", ".join(_describe(e) for e in events[-10:]) or "nothing"
                     raise TimeoutError(f"no matching Slack event in {timeout}s; last: {recorded}")
                 self._changed.wait(remaining)
+
+    # -- Socket Mode -------------------------------------------------------------------------
+
+    @property
+    def socket_connections(self) -> int:
+        """How many Socket Mode connections are open."""
+        with self._lock:
+            return len(self._sockets)
+
+    def socket_connected(self, timeout: float = 0.0) -> bool:
+        """Whether an app is connected over Socket Mode, waiting up to `timeout` s for one."""
+        return self._wait_sockets(lambda: bool(self._sockets), timeout)
+
+    def socket_disconnected(self, timeout: float = 0.0) -> bool:
+        """Whether no app is connected, waiting up to `timeout` s for the last to hang up."""
+        return self._wait_sockets(lambda: not self._sockets, timeout)
+
+    def socket_send(
+        self,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        accepts_response_payload: bool | None = None,
+    ) -> str:
+        """Send an envelope (`kind`: "slash_commands", "interactive", "events_api") to the
+        newest connection; returns its envelope_id. RuntimeError when no app is connected."""
+        return self._socket_send(kind, payload, accepts_response_payload).envelope_id
+
+    def socket_ack(self, envelope_id: str, timeout: float = 3.0) -> dict[str, Any]:
+        """The payload of the app's ack of an envelope (`{}` for a bare ack), waiting up to
+        `timeout` s for it; TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while envelope_id not in self._socket_acks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no ack of envelope {envelope_id} in {timeout}s")
+                self._changed.wait(remaining)
+            return copy.deepcopy(self._socket_acks[envelope_id])
+
+    def socket_slash_command(
+        self,
+        text: str,
+        user_id: str = "U_ALICE",
+        channel_id: str = "C_OPS",
+        command: str = "/backup",
+        *,
+        response_url: str | None = None,
+        trigger_id: str | None = None,
+    ) -> SocketEnvelope:
+        """A slash command as a `slash_commands` envelope: the payload `SlackSender.slash_command`
+        posts, with a response_url and trigger_id minted here."""
+        builder = _PayloadBuilder(self)
+        builder.slash_command(
+            text, user_id, channel_id, command, response_url=response_url, trigger_id=trigger_id
+        )
+        assert builder.last_payload is not None
+        return self._socket_send("slash_commands", builder.last_payload)
+
+    def socket_block_actions(
+        self,
+        action: Mapping[str, Any],
+        user_id: str = "U_ALICE",
+        channel_id: str | None = None,
+        message: Mapping[str, Any] | Message | None = None,
+        response_url: str | None = None,
+        container: Mapping[str, Any] | None = None,
+        *,
+        trigger_id: str | None = None,
+    ) -> SocketEnvelope:
+        """A button/menu interaction as an `interactive` envelope: the payload
+        `SlackSender.block_actions` posts (see there for `message` and `container`)."""
+        builder = _PayloadBuilder(self)
+        builder.block_actions(
+            action, user_id, channel_id, message, response_url, container, trigger_id=trigger_id
+        )
+        assert builder.last_payload is not None
+        return self._socket_send("interactive", builder.last_payload)
+
+    def socket_click(
+        self, message: Message, action_id: str, user_id: str = "U_ALICE", value: str | None = None
+    ) -> SocketEnvelope:
+        """`SlackSender.click` over Socket Mode."""
+        action = SlackSender.action_for(message.blocks, action_id, value)
+        return self.socket_block_actions(action, user_id=user_id, message=message)
+
+    def socket_disconnect(self, reason: str = "refresh_requested") -> int:
+        """Tell every connected app to reconnect (Slack's `disconnect` message); returns how
+        many connections were told."""
+        with self._lock:
+            sockets = list(self._sockets)
+        message = {"type": "disconnect", "reason": reason, "debug_info": {"host": "slackdouble"}}
+        told = 0
+        for session in sockets:
+            with contextlib.suppress(OSError):
+                session.send_json(message)
+                told += 1
+        return told
+
+    def _wait_sockets(self, condition: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not condition():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+            return True
+
+    def _socket_send(
+        self, kind: str, payload: Mapping[str, Any], accepts: bool | None = None
+    ) -> SocketEnvelope:
+        envelope = SocketEnvelope(
+            envelope_id=str(uuid.uuid4()),
+            type=kind,
+            payload=copy.deepcopy(dict(payload)),
+            accepts_response_payload=(
+                _accepts_response_payload(kind, payload) if accepts is None else accepts
+            ),
+        )
+        with self._lock:
+            if not self._sockets:
+                raise RuntimeError("no app is connected over Socket Mode")
+            session = self._sockets[-1]
+            self._socket_envelopes[envelope.envelope_id] = envelope
+        try:
+            session.send_json(envelope.message())
+        except OSError as error:
+            raise ConnectionError(f"the Socket Mode connection failed: {error}") from error
+        log.debug("slack double → socket %s %s", kind, envelope.envelope_id)
+        return envelope
+
+    def _close_sockets(self, code: int, reason: str) -> list[_Socket]:
+        with self._lock:
+            sockets = list(self._sockets)
+        for session in sockets:
+            with contextlib.suppress(OSError):
+                session.send(_OP_CLOSE, struct.pack("!H", code) + reason.encode())
+        return sockets
+
+    def _serve_socket(self, handler: _Handler, ticket: str) -> None:
+        """The WebSocket handshake, then the connection until either side closes it."""
+        handler.close_connection = True
+        headers = handler.headers
+        key = (headers.get("Sec-WebSocket-Key") or "").strip()
+        hops = {t.strip().lower() for t in (headers.get("Connection") or "").split(",")}
+        if (headers.get("Upgrade") or "").strip().lower() != "websocket" or "upgrade" not in hops:
+            handler._send(_Answer(426, b"upgrade_required", "text/plain; charset=utf-8"))
+            return
+        if not key or (headers.get("Sec-WebSocket-Version") or "").strip() != "13":
+            answer = _Answer(400, b"bad_handshake", "text/plain; charset=utf-8")
+            answer.headers["Sec-WebSocket-Version"] = "13"
+            handler._send(answer)
+            return
+        with self._lock:
+            fresh = self._socket_tickets.get(ticket) is False
+            if fresh:
+                self._socket_tickets[ticket] = True
+        if not fresh:
+            handler._send(_Answer(401, b"invalid_ticket", "text/plain; charset=utf-8"))
+            return
+        handler.send_response(101, "Switching Protocols")
+        handler.send_header("Upgrade", "websocket")
+        handler.send_header("Connection", "Upgrade")
+        handler.send_header("Sec-WebSocket-Accept", _ws_accept(key))
+        handler.end_headers()
+        threading.current_thread().name = f"slack-double-socket-{ticket}"
+        session = _Socket(ticket, handler.connection, self.socket_ping_interval)
+        try:
+            with self._lock:
+                count = len(self._sockets) + 1
+            session.send_json(
+                {
+                    "type": "hello",
+                    "num_connections": count,
+                    "debug_info": {
+                        "host": "slackdouble",
+                        "build_number": 1,
+                        "approximate_connection_time": 18060,
+                    },
+                    "connection_info": {"app_id": self.app_id},
+                }
+            )
+            with self._lock:
+                self._sockets.append(session)
+                self._changed.notify_all()
+            log.info("Slack double: an app connected over Socket Mode (%s)", ticket)
+            self._socket_loop(session)
+        except _SocketClosed as closed:
+            if closed.code is not None:
+                with contextlib.suppress(OSError):
+                    session.send(_OP_CLOSE, struct.pack("!H", closed.code))
+        except OSError:  # reset, or stop() shut the connection
+            pass
+        finally:
+            with self._lock:
+                if session in self._sockets:
+                    self._sockets.remove(session)
+                self._changed.notify_all()
+            log.info("Slack double: a Socket Mode connection closed (%s)", ticket)
+
+    def _socket_loop(self, session: _Socket) -> None:
+        kind: int | None = None
+        parts: list[bytes] = []
+        while True:
+            fin, opcode, data = session.read_frame()
+            if opcode == _OP_CLOSE:
+                with contextlib.suppress(OSError):
+                    session.send(_OP_CLOSE, data[:2])
+                return
+            if opcode == _OP_PING:
+                session.send(_OP_PONG, data)
+                continue
+            if opcode == _OP_PONG:
+                continue
+            if opcode in (_OP_TEXT, _OP_BINARY) and kind is None:
+                kind, parts = opcode, [data]
+            elif opcode == _OP_CONTINUATION and kind is not None:
+                parts.append(data)
+            else:
+                raise _SocketClosed(1002)
+            if sum(len(p) for p in parts) > _MAX_MESSAGE:
+                raise _SocketClosed(1009)
+            if fin:
+                if kind == _OP_TEXT:
+                    self._socket_received(b"".join(parts))
+                kind, parts = None, []
+
+    def _socket_received(self, raw: bytes) -> None:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            log.warning("Slack double: the app sent Socket Mode text that is not JSON")
+            return
+        envelope_id = message.get("envelope_id") if isinstance(message, dict) else None
+        if not isinstance(envelope_id, str):
+            log.warning("Slack double: a Socket Mode message without envelope_id")
+            return
+        payload = message.get("payload")
+        with self._lock:
+            if envelope_id not in self._socket_envelopes:
+                log.warning("Slack double: an ack of unknown envelope %s", envelope_id)
+            self._socket_acks.setdefault(envelope_id, payload if isinstance(payload, dict) else {})
+            self._changed.notify_all()
 
     # -- internals: state (callers hold the lock) ---------------------------------------------
 
@@ -1333,8 +1747,7 @@ class SlackDouble:
                     token = authorization[7:].strip()
                 if not token:
                     raise _ApiError("not_authed")
-                if token not in self._tokens:
-                    raise _ApiError("invalid_auth")
+                self._check_token(method, token)
                 fault = self._take_fault(method)
                 if fault is not None:
                     if fault.retry_after is not None:
@@ -1350,6 +1763,15 @@ class SlackDouble:
         self._notify(listeners, record)
         return _json_answer(status, payload, headers)
 
+    def _check_token(self, method: str, token: str) -> None:
+        """Bot tokens for the Web API, app-level tokens for apps.connections.open."""
+        wants_app = method in _APP_TOKEN_METHODS
+        accepted, other = (
+            (self._app_tokens, self._tokens) if wants_app else (self._tokens, self._app_tokens)
+        )
+        if token not in accepted:
+            raise _ApiError("not_allowed_token_type" if token in other else "invalid_auth")
+
     def _take_fault(self, method: str) -> _Fault | None:
         queue = self._faults.get(method)
         if not queue:
@@ -1359,6 +1781,11 @@ class SlackDouble:
         if fault.remaining <= 0:
             queue.pop(0)
         return fault
+
+    def _api_apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        ticket = uuid.uuid4().hex
+        self._socket_tickets[ticket] = False
+        return {"url": f"ws{self.base_url.removeprefix('http')}/socket/{ticket}"}
 
     def _api_auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -1756,6 +2183,7 @@ def _describe(event: Event) -> str:
 
 
 _API_METHODS: dict[str, Callable[[SlackDouble, dict[str, Any]], dict[str, Any]]] = {
+    "apps.connections.open": SlackDouble._api_apps_connections_open,
     "auth.test": SlackDouble._api_auth_test,
     "chat.postMessage": SlackDouble._api_chat_post_message,
     "chat.postEphemeral": SlackDouble._api_chat_post_ephemeral,
@@ -1862,7 +2290,15 @@ class _Handler(BaseHTTPRequestHandler):
             answer = _json_answer(500, {"ok": False, "error": "internal_error"})
         self._send(answer)
 
-    do_GET = do_POST
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path).path.strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "socket":
+            try:
+                self.double._serve_socket(self, parts[1])
+            except Exception:
+                log.exception("Slack double failed on %s", self.path)
+            return
+        self.do_POST()
 
     def _send(self, answer: _Answer) -> None:
         try:
@@ -2256,6 +2692,31 @@ class SlackSender:
                     dict(value) if isinstance(value, Mapping) else _shape_value(element, value)
                 )
         return state
+
+
+class _PayloadBuilder(SlackSender):
+    """SlackSender's payloads, kept in `last_payload` instead of posted: Socket Mode carries
+    them in envelopes, unsigned."""
+
+    def __init__(self, double: SlackDouble) -> None:
+        super().__init__(
+            double.base_url,
+            "socket-mode-signs-nothing",
+            double,
+            team_id=double.team_id,
+            team_domain=double.team_domain,
+            api_app_id=double.app_id,
+        )
+
+    def post(
+        self,
+        body: bytes | str,
+        content_type: str = "application/x-www-form-urlencoded",
+        timestamp: int | str | None = None,
+        signature: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        return Response(200, {}, "")
 
 
 def _shape_value(element: Mapping[str, Any], value: Any) -> dict[str, Any]:
