@@ -439,9 +439,30 @@ def test_no_secret_reaches_logs_messages_or_the_audit_table(
     rig: AppRig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    rig.simulator.inject(method="POST", path="/backups/", status=500, count=10)
-    rig.run("create web-server-01")
+    rig.bot.start_watcher()
+    rig.simulator.inject(method="POST", path="/backups/", status=500, count=4)
+    failed = rig.run("create web-server-01")  # 4 attempts, all 500
+    assert "VPS provider" in text_of(failed)
     rig.run("list")
+    rig.run("list", user_id="U_NOBODY")  # users.info fails: user_not_found
+    rig.command("create db-server-01")  # this one works; the watcher replies when it is done
+    call = rig.slack.wait_for(
+        lambda e: isinstance(e, RecordedCall) and e.method == "chat.postMessage"
+    )
+    [created] = [
+        b
+        for b in rig.simulator._backups.values()
+        if b.server_id == 12346 and b.status == "in_progress"
+    ]  # type: ignore[attr-defined]
+    rig.simulator.finish(created.id)
+    rig.slack.wait_for(
+        lambda e: (
+            isinstance(e, RecordedCall)
+            and e.method == "chat.postMessage"
+            and e.args.get("thread_ts") == call.response["ts"]
+        )  # type: ignore[union-attr]
+    )
+    assert rig.audit("backup.completed")
     secrets = [SIM_TOKEN, rig.slack.bot_token, SECRET]
     everything = caplog.text + json.dumps([r.body for r in rig.slack.responses])
     with rig.bot.runtime.service.audit._sessions() as session:
