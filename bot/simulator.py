@@ -13,15 +13,42 @@ would): validation errors are `{"field": ["message"]}`; numeric strings such as 
 accepted where an integer is expected (DRF's IntegerField does), booleans and floats are not; an
 empty `server_id`/`backup_type` query value means "no filter" (django-filter does); paths without
 the trailing `/` are 404; a 204 carries no body and no Content-Length (RFC 9110 forbids one).
+
+More decisions, where the contract's example or its silence leaves a choice:
+
+- Automatic backups expire one calendar month after creation, as in the original's example
+  (2025-01-16 -> 2025-02-16), the day clamped at the month's end (Jan 31 -> Feb 28/29). An
+  automatic backup whose `expires_at` has passed disappears the next time state is read; no new
+  daily backups are made while the simulator runs.
+- Seeded ids do not follow creation time (in the original's example 499 is older than 495): they
+  are shuffled with the simulator's random stream (`FaultConfig.seed` makes them reproducible),
+  and for every server the highest id is never its newest backup, so a client taking "highest id"
+  for "newest" is caught. The first seeded id (101) always goes to the first server's oldest
+  backup, so tests can name a known one. Backups created over HTTP get rising ids from 1000.
+- The two manual backups are seeded whatever `history_days` is (0 included).
+- Statuses and fields the contract does not name: 409 when a backup is created for, or a restore
+  asked of, a server with a backup or restore in progress, and when an in-progress backup is
+  deleted; 202 (not 200) for an accepted restore; 400 for bad `server_id`/`backup_type` filters;
+  404 for a bad `?page=` (only with `page_size`); 405 with an `Allow` header for a method a path
+  does not take; 411 for a chunked body; a failed backup carries an `error` field.
+- Authentication comes before random faults: a request with a bad or missing token is always
+  401, never a random 5xx/429 or hang. Scripted `inject()` faults still come first of all.
+- A random timeout (`timeout_rate`) hangs before or after processing (`timeout_mode`, 50/50 by
+  default), so a client's "did my POST land?" check meets both cases.
+- `Retry-After` is whole seconds (HTTP allows no fraction): the configured value rounded up.
+- The request record keeps the newest `max_recorded_requests` requests (100 000 by default).
 """
 
 from __future__ import annotations
 
 import argparse
+import calendar
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
+import math
 import random
 import re
 import select
@@ -54,7 +81,6 @@ API_ROOT = "/api/v1"
 OUTCOMES = ("completed", "failed", "vanish")
 BACKUP_TYPES = ("manual", "automatic")
 DEFAULT_SERVERS = ((12345, "web-server-01"), (12346, "db-server-01"), (12347, "cache-01"))
-AUTOMATIC_RETENTION = timedelta(days=30)
 FAILED_BACKUP_ERROR = "Disk snapshot failed"
 CREATED_MESSAGE = "Backup is being created. This may take several minutes depending on server size."
 RESTORE_MESSAGE = "Server restore started."
@@ -66,6 +92,8 @@ NOT_FOUND_DETAIL = "Not found."
 DESCRIPTION_MAX = 255
 FIRST_SEEDED_ID = 101
 FIRST_CREATED_ID = 1000
+MAX_RECORDED_REQUESTS = 100_000
+TIMEOUT_MODES = ("before", "after", "mixed")
 
 _INT_TEXT = re.compile(r"\s*-?[0-9]+\s*", re.ASCII)
 _BACKUPS_PATH = re.compile(r"/backups/", re.ASCII)
@@ -83,6 +111,7 @@ class FaultConfig:
     retry_after: float = 1.0
     timeout_rate: float = 0.0
     hang_seconds: float = 30.0
+    timeout_mode: str = "mixed"  # a random timeout hangs "before" or "after" processing, or either
     fail_rate: float = 0.0
     vanish_rate: float = 0.0
     seed: int | None = None
@@ -96,6 +125,10 @@ class FaultConfig:
             value = getattr(self, name)
             if value < 0:
                 raise ValueError(f"{name} must not be negative, got {value!r}")
+        if self.timeout_mode not in TIMEOUT_MODES:
+            raise ValueError(
+                f"timeout_mode must be one of {TIMEOUT_MODES}, got {self.timeout_mode!r}"
+            )
         if self.fail_rate + self.vanish_rate > 1.0:
             raise ValueError("fail_rate + vanish_rate must not exceed 1")
         self.failure_statuses = tuple(self.failure_statuses)
@@ -196,8 +229,38 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
-def _format_seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else format(value, "g")
+def _retry_after(seconds: float) -> str:
+    """Retry-After as HTTP has it: whole seconds, rounded up (0.5 -> 1; 0 stays 0)."""
+    return str(math.ceil(seconds))
+
+
+def _one_month_after(moment: datetime) -> datetime:
+    """The same time one calendar month later, the day clamped at the month's end."""
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def _connectable_host(host: str) -> str:
+    """The host a local client can use for a listening address (a wildcard means loopback)."""
+    if not host:  # "" binds every IPv4 interface
+        return "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host
+    if address.is_unspecified:
+        return "::1" if address.version == 6 else "127.0.0.1"
+    return host
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -270,6 +333,7 @@ class Simulator:
         page_size: int | None = None,
         seed_data: bool = True,
         history_days: int = 7,
+        max_recorded_requests: int | None = MAX_RECORDED_REQUESTS,
     ) -> None:
         if not isinstance(token, str) or not token:
             raise ValueError("token must be a non-empty string")
@@ -281,6 +345,10 @@ class Simulator:
             raise ValueError(f"page_size must be at least 1, got {page_size!r}")
         if history_days < 0:
             raise ValueError(f"history_days must not be negative, got {history_days!r}")
+        if max_recorded_requests is not None and max_recorded_requests < 0:
+            raise ValueError(
+                f"max_recorded_requests must not be negative, got {max_recorded_requests!r}"
+            )
         self._token = token.encode()
         self.complete_after = complete_after
         self.restore_after = complete_after if restore_after is None else restore_after
@@ -289,7 +357,9 @@ class Simulator:
         self._faults = faults if faults is not None else FaultConfig()
         self._rng = random.Random(self._faults.seed)
         self.servers: dict[int, SimServer] = {}
+        # The newest requests received, oldest first; None as the cap keeps every one.
         self.requests: list[RecordedRequest] = []
+        self.max_recorded_requests = max_recorded_requests
         self._backups: dict[int, _Backup] = {}
         self._base_sizes: dict[int, int] = {}
         self._restores: list[dict[str, Any]] = []
@@ -334,15 +404,18 @@ class Simulator:
         return server
 
     def seed_history(self, days: int = 7, now: datetime | None = None) -> None:
-        """Add `days` daily automatic backups (03:00 UTC) per server and two manual ones."""
+        """Add `days` daily automatic backups (03:00 UTC) per server and two manual ones.
+
+        Ids come from one block but are shuffled (see the module's decisions): id order is not
+        creation order, the block's first id goes to the first server's oldest backup, and no
+        server's highest id is its newest backup.
+        """
         if days < 0:
             raise ValueError(f"days must not be negative, got {days!r}")
         now = _utc_now() if now is None else now
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         now = now.astimezone(UTC)
-        if days == 0:
-            return
         latest = now.replace(hour=3, minute=0, second=0, microsecond=0)
         if latest > now:
             latest -= timedelta(days=1)
@@ -369,11 +442,17 @@ class Simulator:
                         "Before kernel upgrade",
                     ),
                 ]
-            # Ids follow creation time, as a real account's would.
-            planned.sort(key=lambda item: (item[0], item[1]))
-            for created_at, server_id, backup_type, description in planned:
+            planned.sort(key=lambda item: (item[0], item[1]))  # creation order
+            ids = self._shuffled_ids(
+                [server_id for _, server_id, _, _ in planned],
+                servers[0].id if servers else None,
+            )
+            for backup_id, (created_at, server_id, backup_type, description) in zip(
+                ids, planned, strict=True
+            ):
                 self._insert(
                     server_id,
+                    backup_id=backup_id,
                     backup_type=backup_type,
                     status="completed",
                     size_mb=None,
@@ -504,7 +583,9 @@ class Simulator:
             server = server_class((host, port), self)
             self._stopping.clear()
             bound_port = server.server_address[1]
-            shown_host = f"[{host}]" if ":" in host else host
+            # A wildcard address is no place to connect to: show loopback, which reaches it.
+            reachable = _connectable_host(host)
+            shown_host = f"[{reachable}]" if ":" in reachable else reachable
             self._base_url = f"http://{shown_host}:{bound_port}{API_ROOT}"
             # A short poll interval keeps stop() fast; serve_forever only checks it between polls.
             thread = threading.Thread(
@@ -577,6 +658,28 @@ class Simulator:
         self._next_id += 1
         return backup_id
 
+    def _shuffled_ids(self, owners: list[int], first_server: int | None) -> list[int]:
+        """Ids for backups given oldest first by their servers' ids, in no creation order."""
+        block = [self._new_id() for _ in owners]
+        pinned = owners.index(first_server) if first_server in owners else None
+        rest = block[1:] if pinned is not None else list(block)
+        self._rng.shuffle(rest)
+        if pinned is not None:
+            rest.insert(pinned, block[0])
+        ids = rest
+        positions: dict[int, list[int]] = {}
+        for index, owner in enumerate(owners):
+            positions.setdefault(owner, []).append(index)
+        for indexes in positions.values():
+            newest = indexes[-1]
+            if len(indexes) < 2 or ids[newest] != max(ids[i] for i in indexes):
+                continue
+            # The server's newest holds its highest id: trade it with one of its older backups.
+            older = [i for i in indexes[:-1] if i != pinned] or indexes[:-1]
+            other = self._rng.choice(older)
+            ids[newest], ids[other] = ids[other], ids[newest]
+        return ids
+
     def _draw_size(self, server_id: int) -> int:
         # Sizes stay near a per-server base, as a real disk's do from one day to the next.
         base = self._base_sizes.setdefault(server_id, self._rng.randint(1500, 8000))
@@ -603,15 +706,16 @@ class Simulator:
         created_at: datetime | None,
         expires_at: datetime | None,
         description: str,
+        backup_id: int | None = None,
     ) -> _Backup:
         created_at = (_utc_now() if created_at is None else created_at).astimezone(UTC)
         created_at = created_at.replace(microsecond=0)
         if expires_at is None and backup_type == "automatic":
-            expires_at = created_at + AUTOMATIC_RETENTION
+            expires_at = _one_month_after(created_at)
         if size_mb is None and status == "completed":
             size_mb = self._draw_size(server_id)
         backup = _Backup(
-            id=self._new_id(),
+            id=self._new_id() if backup_id is None else backup_id,
             server_id=server_id,
             backup_type=backup_type,
             status=status,
@@ -642,6 +746,14 @@ class Simulator:
         due = [b for b in self._backups.values() if b.due_at is not None and b.due_at <= now]
         for backup in sorted(due, key=lambda b: b.id):
             self._settle(backup, backup.outcome)
+        today = datetime.now(UTC)
+        expired = [
+            b.id
+            for b in self._backups.values()
+            if b.backup_type == "automatic" and b.expires_at is not None and b.expires_at <= today
+        ]
+        for backup_id in expired:
+            del self._backups[backup_id]
 
     def _server_json(self, server_id: int) -> dict[str, Any]:
         server = self.servers.get(server_id) or SimServer(server_id, f"server-{server_id}")
@@ -692,7 +804,12 @@ class Simulator:
             at=received,
         )
         with self._lock:
-            self.requests.append(record)
+            cap = self.max_recorded_requests
+            if cap is not None and len(self.requests) >= cap:
+                # Drop a tenth at once, so the list is not shifted on every append.
+                del self.requests[: len(self.requests) - cap + max(1, cap // 10)]
+            if cap != 0:
+                self.requests.append(record)
         return record
 
     def _complete_record(self, record: RecordedRequest, status: int) -> RecordedRequest:
@@ -721,13 +838,19 @@ class Simulator:
             self._stopping.wait(seconds)
 
     def _answer(self, incoming: _Incoming) -> _Answer:
-        """Faults first (latency, scripted, random), then the API itself."""
+        """Latency, then a scripted fault; else authentication, random faults, the API itself."""
         faults = self._faults
         self._sleep(faults.latency)
         injection = self._take_injection(incoming.method, incoming.relative_path)
         if injection is None:
+            if incoming.auth_failure is not None:
+                return self._process(incoming)  # 401, whatever the random faults
             with self._lock:
                 hang = faults.timeout_rate > 0 and self._rng.random() < faults.timeout_rate
+                hang_after = hang and (
+                    faults.timeout_mode == "after"
+                    or (faults.timeout_mode == "mixed" and self._rng.random() < 0.5)
+                )
                 failure = None
                 if (
                     not hang
@@ -735,11 +858,22 @@ class Simulator:
                     and self._rng.random() < faults.failure_rate
                 ):
                     failure = self._rng.choice(faults.failure_statuses)
-            if hang:
-                self._sleep(faults.hang_seconds)
-            elif failure is not None:
+            if failure is not None:
                 return self._simulated_failure(failure, faults.retry_after)
-            return self._process(incoming)
+            if not hang:
+                return self._process(incoming)
+            log.debug(
+                "%s %s: simulated timeout, hanging %s processing",
+                incoming.method,
+                incoming.path,
+                "after" if hang_after else "before",
+            )
+            if not hang_after:
+                self._sleep(faults.hang_seconds)
+                return self._process(incoming)
+            answer = self._process(incoming)
+            self._sleep(faults.hang_seconds)
+            return answer
         if not injection.after_processing:
             self._sleep(injection.hang or 0.0)
             if injection.status is not None:
@@ -751,7 +885,7 @@ class Simulator:
 
     @staticmethod
     def _simulated_failure(status: int, retry_after: float) -> _Answer:
-        headers = {"Retry-After": _format_seconds(retry_after)} if status in (429, 503) else {}
+        headers = {"Retry-After": _retry_after(retry_after)} if status in (429, 503) else {}
         return _json_answer(status, {"detail": f"Simulated {_phrase(status)}."}, headers)
 
     @staticmethod
@@ -1132,13 +1266,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=faults.retry_after,
         metavar="SECONDS",
-        help="Retry-After sent with 429 and 503 (default: %(default)s)",
+        help="Retry-After sent with 429 and 503, rounded up to whole seconds "
+        "(default: %(default)s)",
     )
     add(
         "--timeout-rate",
         type=float,
         default=faults.timeout_rate,
-        help="probability [0-1] a request hangs --hang-seconds before being processed",
+        help="probability [0-1] a request hangs --hang-seconds (see --timeout-mode)",
+    )
+    add(
+        "--timeout-mode",
+        choices=TIMEOUT_MODES,
+        default=faults.timeout_mode,
+        help="whether such a hang comes before processing, after it, or either at random "
+        "(default: %(default)s)",
     )
     add(
         "--hang-seconds",
@@ -1165,7 +1307,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--history-days",
         type=int,
         default=7,
-        help="days of daily automatic backups seeded per server (default: %(default)s)",
+        help="days of daily automatic backups seeded per server; two manual backups are "
+        "seeded as well (default: %(default)s)",
     )
     add("--no-seed-data", action="store_true", help="start with no servers and no backups")
 
@@ -1195,6 +1338,7 @@ def run_from_args(
         retry_after=args.retry_after,
         timeout_rate=args.timeout_rate,
         hang_seconds=args.hang_seconds,
+        timeout_mode=args.timeout_mode,
         fail_rate=args.fail_rate,
         vanish_rate=args.vanish_rate,
         seed=args.seed,
@@ -1216,11 +1360,21 @@ def run_from_args(
             previous[signum] = signal.signal(signum, lambda num, _frame: signalled.append(num))
     try:
         base_url = simulator.start(args.host, args.port)
+        with simulator._lock:
+            simulator._advance()
+            backups = len(simulator._backups)
         print(
             f"VPS Backups API simulator on {base_url} ({len(simulator.servers)} servers, "
-            f"{len(simulator._backups)} backups). Ctrl-C stops it.",
+            f"{backups} backups). Ctrl-C stops it.",
             flush=True,
         )
+        if not _is_loopback(args.host):
+            print(
+                f"Warning: listening on {args.host or 'all interfaces'}, so the simulator is "
+                "reachable from other machines; --host 127.0.0.1 keeps it local.",
+                file=sys.stderr,
+                flush=True,
+            )
         while not signalled and not stop.wait(0.2):
             pass
     finally:

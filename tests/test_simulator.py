@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import calendar
+import itertools
 import logging
 import re
 import socket
@@ -33,6 +35,7 @@ BACKUP_KEYS = {
     "description",
 }
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what the warning is about
 BUSY = {"detail": "A backup or restore is already in progress for this server."}
 
 
@@ -78,6 +81,13 @@ def parse_time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
+def one_month_after(moment: datetime) -> datetime:
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    return moment.replace(
+        year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1])
+    )
+
+
 def listed(c: httpx.Client, **params: Any) -> list[dict[str, Any]]:
     response = c.get("/backups/", params=params)
     assert response.status_code == 200, response.text
@@ -117,6 +127,32 @@ def test_wrong_token_is_401_and_changes_nothing(sim: Simulator) -> None:
     assert sim.backup(1000) is None
     assert sim.restores == []
     assert [r.authorized for r in sim.requests] == [False] * 4
+
+
+def test_a_bad_token_is_401_whatever_the_random_faults(
+    make_sim: Callable[..., Simulator],
+) -> None:
+    sim = make_sim(faults=FaultConfig(failure_rate=1.0, failure_statuses=(503, 429, 500), seed=1))
+    wrong = {"Authorization": f"Bearer {WRONG_TOKEN}"}
+    with httpx.Client(base_url=sim.base_url, timeout=5) as anonymous:
+        statuses = [anonymous.get("/backups/").status_code for _ in range(5)]
+        statuses += [
+            anonymous.post("/backups/", json={"server_id": WEB}, headers=wrong).status_code
+        ]
+        sim.faults = FaultConfig(timeout_rate=1.0, hang_seconds=30)
+        started = time.monotonic()
+        statuses += [anonymous.get("/backups/", headers=wrong).status_code for _ in range(3)]
+        assert time.monotonic() - started < 3  # no hang either
+        with (
+            client_for(sim, timeout=httpx.Timeout(5.0, read=0.2)) as c,
+            pytest.raises(httpx.ReadTimeout),
+        ):
+            c.get("/backups/")  # the right token still meets the faults
+        # A scripted fault still comes first, whoever asks.
+        sim.inject(status=503)
+        assert anonymous.get("/backups/").status_code == 503
+    assert statuses == [401] * 9
+    assert sim.backup(1000) is None
 
 
 def test_other_auth_schemes_count_as_missing(sim: Simulator) -> None:
@@ -193,11 +229,13 @@ def test_list_is_not_sorted_by_date_but_stable(client: httpx.Client) -> None:
     assert [b["id"] for b in listed(client)] == [b["id"] for b in first]
 
 
-def test_automatic_backups_expire_after_30_days_manual_never(client: httpx.Client) -> None:
+def test_automatic_backups_expire_a_calendar_month_later_manual_never(
+    client: httpx.Client,
+) -> None:
     for backup in listed(client):
         created = parse_time(backup["created_at"])
         if backup["backup_type"] == "automatic":
-            assert parse_time(backup["expires_at"]) - created == timedelta(days=30)
+            assert parse_time(backup["expires_at"]) == one_month_after(created)
             assert backup["created_at"].endswith("T03:00:00Z")
             assert backup["description"] == "Automatic daily backup"
         else:
@@ -208,26 +246,109 @@ def test_automatic_backups_expire_after_30_days_manual_never(client: httpx.Clien
     assert "Pre-update backup" in descriptions
 
 
+@pytest.mark.parametrize(
+    ("created", "expires"),
+    [
+        ("2027-01-16T03:00:00Z", "2027-02-16T03:00:00Z"),  # the original's example, shifted
+        ("2027-01-31T03:00:00Z", "2027-02-28T03:00:00Z"),
+        ("2028-01-31T03:00:00Z", "2028-02-29T03:00:00Z"),  # a leap year
+        ("2027-03-31T10:30:00Z", "2027-04-30T10:30:00Z"),
+        ("2027-12-15T03:00:00Z", "2028-01-15T03:00:00Z"),
+        ("2027-06-30T03:00:00Z", "2027-07-30T03:00:00Z"),
+    ],
+)
+def test_automatic_expiry_is_one_calendar_month(created: str, expires: str) -> None:
+    sim = Simulator(TOKEN)
+    added = sim.add_backup(WEB, backup_type="automatic", created_at=parse_time(created))
+    assert (added["created_at"], added["expires_at"]) == (created, expires)
+
+
+def test_expired_automatic_backups_disappear(make_sim: Callable[..., Simulator]) -> None:
+    sim = make_sim()
+    now = datetime.now(UTC)
+    old = sim.add_backup(CACHE, backup_type="automatic", created_at=now - timedelta(days=40))
+    assert parse_time(old["expires_at"]) < now
+    soon = sim.add_backup(CACHE, backup_type="automatic", expires_at=now + timedelta(seconds=0.4))
+    kept = sim.add_backup(CACHE, created_at=now - timedelta(days=400))  # manual: never expires
+    with client_for(sim) as c:
+        ids = {b["id"] for b in listed(c, server_id=CACHE)}
+        assert old["id"] not in ids and {soon["id"], kept["id"]} <= ids
+        assert len(ids) == 7 + 2
+        assert c.delete(f"/backups/{old['id']}/").status_code == 404
+        time.sleep(0.5)
+        ids = {b["id"] for b in listed(c, server_id=CACHE)}
+        assert soon["id"] not in ids and kept["id"] in ids and len(ids) == 7 + 1
+    assert sim.backup(old["id"]) is None and sim.backup(soon["id"]) is None
+
+
+def test_a_long_history_keeps_only_the_unexpired_month(make_sim: Callable[..., Simulator]) -> None:
+    sim = make_sim(history_days=40)
+    now = datetime.now(UTC)
+    with client_for(sim) as c:
+        automatic = listed(c, server_id=DB, backup_type="automatic")
+    assert 27 <= len(automatic) < 40
+    assert all(parse_time(b["expires_at"]) > now for b in automatic)
+    created = sorted(parse_time(b["created_at"]) for b in automatic)
+    assert all(b - a == timedelta(days=1) for a, b in itertools.pairwise(created))
+    assert one_month_after(created[0] - timedelta(days=1)) <= now  # the day before has expired
+
+
 def test_seed_history_is_one_backup_a_day_at_three(make_sim: Callable[..., Simulator]) -> None:
     sim = make_sim(seed_data=False)
     assert sim.servers == {}
     sim.add_server(1, "alpha")
     sim.add_server(2, "beta")
-    sim.seed_history(3, now=datetime(2025, 1, 16, 2, 0, tzinfo=UTC))  # before today's 03:00
+    now = datetime.now(UTC).replace(hour=2, minute=0, second=0, microsecond=0)
+    sim.seed_history(3, now=now)  # before today's 03:00: yesterday's is the latest
     with client_for(sim) as c:
         alpha = listed(c, server_id=1)
         beta = listed(c, server_id=2)
+    three = now.replace(hour=3)
     assert sorted(b["created_at"] for b in alpha if b["backup_type"] == "automatic") == [
-        "2025-01-13T03:00:00Z",
-        "2025-01-14T03:00:00Z",
-        "2025-01-15T03:00:00Z",
+        (three - timedelta(days=day)).strftime("%Y-%m-%dT%H:%M:%SZ") for day in (3, 2, 1)
     ]
     assert len(beta) == 3 and {b["backup_type"] for b in beta} == {"automatic"}
     manual = [b for b in alpha if b["backup_type"] == "manual"]
     assert len(manual) == 2 and all(b["expires_at"] is None for b in manual)
-    # Ids follow creation time.
-    by_id = sorted(alpha + beta, key=lambda b: b["id"])
-    assert [b["created_at"] for b in by_id] == sorted(b["created_at"] for b in by_id)
+    first = min(b["id"] for b in alpha + beta)
+    assert {b["id"] for b in alpha + beta} == set(range(first, first + 8))
+    # Ids do not follow creation time; the first id is the first server's oldest backup.
+    oldest = min(alpha, key=lambda b: b["created_at"])
+    assert oldest["id"] == first
+    for backups in (alpha, beta):
+        newest = max(backups, key=lambda b: b["created_at"])
+        assert newest["id"] != max(b["id"] for b in backups)
+
+
+def layout(sim: Simulator) -> dict[int, tuple[int, str, str]]:
+    with client_for(sim) as c:
+        return {b["id"]: (b["server"]["id"], b["backup_type"], b["created_at"]) for b in listed(c)}
+
+
+def test_seeded_ids_are_not_in_creation_order(make_sim: Callable[..., Simulator]) -> None:
+    seeded = {seed: layout(make_sim(faults=FaultConfig(seed=seed))) for seed in (1, 2)}
+    assert layout(make_sim(faults=FaultConfig(seed=1))) == seeded[1]  # reproducible
+    assert seeded[1] != seeded[2]
+    assert set(seeded[1].values()) == set(seeded[2].values())  # the same backups
+    for ids in (*seeded.values(), layout(make_sim())):
+        assert sorted(ids) == list(range(101, 101 + SEEDED))
+        by_id = [ids[i][2] for i in sorted(ids)]
+        assert by_id != sorted(by_id)
+        assert ids[101][:2] == (WEB, "automatic")
+        assert ids[101][2] == min(c for server, _, c in ids.values() if server == WEB)
+        for server in (WEB, DB, CACHE):
+            mine = {i: created for i, (owner, _, created) in ids.items() if owner == server}
+            newest = max(mine.values())
+            assert mine[max(mine)] < newest, f"server {server}: highest id is the newest"
+
+
+def test_no_history_still_seeds_the_manual_backups(make_sim: Callable[..., Simulator]) -> None:
+    with client_for(make_sim(history_days=0)) as c:
+        backups = listed(c)
+    assert len(backups) == 2
+    assert {(b["server"]["id"], b["backup_type"]) for b in backups} == {(WEB, "manual")}
+    assert {b["id"] for b in backups} == {101, 102}
+    assert Simulator(TOKEN, seed_data=False).backup(101) is None
 
 
 def test_same_seed_same_sizes() -> None:
@@ -473,6 +594,19 @@ def test_failure_rate_answers_the_status_without_processing(
         assert len(listed(c, server_id=WEB, backup_type="manual")) == 2  # nothing was created
 
 
+@pytest.mark.parametrize(
+    ("configured", "sent"), [(0.5, "1"), (1.2, "2"), (2.0, "2"), (0.001, "1"), (0, "0")]
+)
+def test_retry_after_is_whole_seconds_rounded_up(
+    make_sim: Callable[..., Simulator], configured: float, sent: str
+) -> None:
+    faults = FaultConfig(failure_rate=1.0, failure_statuses=(503, 429), retry_after=configured)
+    sim = make_sim(faults=faults)
+    with client_for(sim) as c:
+        responses = [c.get("/backups/") for _ in range(4)]
+    assert {r.headers["retry-after"] for r in responses} == {sent}
+
+
 def test_failure_rate_is_reproducible_with_a_seed(make_sim: Callable[..., Simulator]) -> None:
     def statuses() -> list[int]:
         sim = make_sim(faults=FaultConfig(failure_rate=0.5, seed=3))
@@ -484,8 +618,8 @@ def test_failure_rate_is_reproducible_with_a_seed(make_sim: Callable[..., Simula
     assert 200 in first and set(first) - {200}
 
 
-def test_timeout_rate_hangs_before_processing(make_sim: Callable[..., Simulator]) -> None:
-    sim = make_sim(faults=FaultConfig(timeout_rate=1.0, hang_seconds=0.6))
+def test_timeout_mode_before_hangs_before_processing(make_sim: Callable[..., Simulator]) -> None:
+    sim = make_sim(faults=FaultConfig(timeout_rate=1.0, hang_seconds=0.6, timeout_mode="before"))
     with (
         client_for(sim, timeout=httpx.Timeout(5.0, read=0.2)) as c,
         pytest.raises(httpx.ReadTimeout),
@@ -493,6 +627,35 @@ def test_timeout_rate_hangs_before_processing(make_sim: Callable[..., Simulator]
         c.post("/backups/", json={"server_id": WEB})
     assert sim.backup(1000) is None  # still hanging: not processed yet
     wait_until(lambda: sim.backup(1000) is not None)  # then processed all the same
+
+
+def test_timeout_mode_after_processes_then_hangs(make_sim: Callable[..., Simulator]) -> None:
+    sim = make_sim(faults=FaultConfig(timeout_rate=1.0, hang_seconds=0.6, timeout_mode="after"))
+    with (
+        client_for(sim, timeout=httpx.Timeout(5.0, read=0.2)) as c,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        c.post("/backups/", json={"server_id": WEB})
+    assert sim.backup(1000) is not None  # done while the client still waited
+    wait_until(lambda: sim.api_calls("POST")[0].status == 0)  # the answer found nobody
+
+
+def timeout_sides(sim: Simulator, requests: int) -> list[str]:
+    """For each POST that timed out: was the backup made before the client gave up?"""
+    sides = []
+    with client_for(sim, timeout=httpx.Timeout(5.0, read=0.15)) as c:
+        for number in range(requests):
+            with pytest.raises(httpx.ReadTimeout):
+                c.post("/backups/", json={"server_id": WEB})
+            sides.append("after" if sim.backup(1000 + number) is not None else "before")
+            wait_until(lambda n=number: sim.backup(1000 + n) is not None)
+    return sides
+
+
+def test_timeout_mode_mixed_hangs_on_either_side(make_sim: Callable[..., Simulator]) -> None:
+    assert FaultConfig().timeout_mode == "mixed"
+    sim = make_sim(complete_after=0, faults=FaultConfig(timeout_rate=1.0, hang_seconds=0.5, seed=4))
+    assert set(timeout_sides(sim, 6)) == {"before", "after"}
 
 
 def test_latency_delays_every_answer(sim: Simulator, client: httpx.Client) -> None:
@@ -703,6 +866,25 @@ def test_requests_are_recorded_in_order(sim: Simulator, client: httpx.Client) ->
     assert sim.api_calls("get") == [first, fourth]
 
 
+def test_the_record_keeps_only_the_newest_requests(make_sim: Callable[..., Simulator]) -> None:
+    assert Simulator(TOKEN).max_recorded_requests == 100_000
+    sim = make_sim(max_recorded_requests=10)
+    with client_for(sim) as c:
+        for number in range(25):
+            assert c.get("/backups/", params={"server_id": number}).status_code == 200
+            assert len(sim.requests) <= 10
+    kept = [int(r.query["server_id"]) for r in sim.requests]
+    assert kept == list(range(25 - len(kept), 25)) and len(kept) >= 9
+    assert all(r.status == 200 for r in sim.requests)
+    assert len(sim.api_calls("GET")) == len(kept)
+    silent = make_sim(max_recorded_requests=0)
+    with client_for(silent) as c:
+        c.get("/backups/")
+    assert silent.requests == []
+    with pytest.raises(ValueError, match="max_recorded_requests"):
+        Simulator(TOKEN, max_recorded_requests=-1)
+
+
 def test_keep_alive_reuses_one_connection(client: httpx.Client) -> None:
     responses = [client.get("/backups/") for _ in range(3)]
     responses.append(client.post("/backups/", json={"server_id": CACHE}))
@@ -747,7 +929,7 @@ def test_finish_set_outcome_and_add_backup(make_sim: Callable[..., Simulator]) -
     assert isinstance(done["size_mb"], int)
     auto = sim.add_backup(CACHE, backup_type="automatic", size_mb=1234)
     assert auto["size_mb"] == 1234
-    assert parse_time(auto["expires_at"]) - parse_time(auto["created_at"]) == timedelta(days=30)
+    assert parse_time(auto["expires_at"]) == one_month_after(parse_time(auto["created_at"]))
 
     running = sim.add_backup(WEB, status="in_progress")
     assert running["size_mb"] is None
@@ -781,6 +963,8 @@ def test_bad_configuration_is_refused() -> None:
         FaultConfig(failure_rate=1.5)
     with pytest.raises(ValueError, match="failure_statuses"):
         FaultConfig(failure_statuses=(200,))
+    with pytest.raises(ValueError, match="timeout_mode"):
+        FaultConfig(timeout_mode="sideways")
     with pytest.raises(ValueError):
         Simulator("")
     with pytest.raises(ValueError):
@@ -801,6 +985,10 @@ def test_add_arguments_defaults() -> None:
     assert (args.host, args.port, args.token) == ("127.0.0.1", 8099, None)
     assert (args.complete_after, args.history_days, args.no_seed_data) == (30.0, 7, False)
     assert args.failure_statuses == "500,503,429"
+    assert args.timeout_mode == "mixed"
+    assert parse(["--timeout-mode", "after"]).timeout_mode == "after"
+    with pytest.raises(SystemExit):
+        parse(["--timeout-mode", "sideways"])
 
 
 @pytest.mark.parametrize(
@@ -835,6 +1023,41 @@ def test_run_from_args_serves_until_stopped(capsys: pytest.CaptureFixture[str]) 
         assert TOKEN not in out
         listing = httpx.get(f"{match.group(1)}/backups/", headers=AUTH, timeout=5)
         assert listing.json()["count"] == 8
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert result == [0]
+    assert "Warning" not in capsys.readouterr().err  # loopback: nothing to warn about
+
+
+def test_run_from_args_on_all_interfaces_warns_and_shows_a_usable_url(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stop = threading.Event()
+    result: list[int] = []
+    args = parse(["--host", ALL_INTERFACES, "--port", "0", "--history-days", "0"])
+    thread = threading.Thread(target=lambda: result.append(run_from_args(args, TOKEN, stop=stop)))
+    thread.start()
+    out, err = [], []
+    try:
+
+        def banner_and_warning() -> bool:
+            captured = capsys.readouterr()
+            out.append(captured.out)
+            err.append(captured.err)
+            return "stops it." in "".join(out) and "other machines" in "".join(err)
+
+        wait_until(banner_and_warning)
+        match = re.search(
+            r"on (http://127\.0\.0\.1:\d+/api/v1) \(3 servers, 2 backups\)", "".join(out)
+        )
+        assert match, out
+        assert ALL_INTERFACES not in "".join(out)
+        [warning] = [line for line in "".join(err).splitlines() if line]
+        assert ALL_INTERFACES in warning and "reachable from other machines" in warning
+        assert TOKEN not in warning
+        listing = httpx.get(f"{match.group(1)}/backups/", headers=AUTH, timeout=5)
+        assert listing.json()["count"] == 2  # no history: the two manual backups alone
     finally:
         stop.set()
         thread.join(timeout=5)

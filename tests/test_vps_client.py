@@ -204,7 +204,9 @@ def test_list_all_parses_the_contract_shape(sim: Simulator, client: BackupsClien
         assert backup.created_at.strftime("%Y-%m-%dT%H:%M:%SZ") == raw["created_at"]
         assert backup.phase is Phase.COMPLETED and backup.size_mb == raw["size_mb"] > 0
         if backup.backup_type == "automatic":
-            assert backup.expires_at == backup.created_at + timedelta(days=30)
+            # One calendar month, as the provider's own example shows (the parse is what we test).
+            assert backup.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") == raw["expires_at"]
+            assert 28 <= (backup.expires_at - backup.created_at).days <= 31
             assert backup.expires_at.utcoffset() == timedelta(0)
         else:
             assert backup.backup_type == "manual" and backup.is_manual
