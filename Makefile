@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# Until the terminal chat exists (issue 4), the demo is the provider simulator.
+# A terminal chat with the real bot; Slack and the provider are simulated, nothing to configure.
 demo: install
-	$(BIN)/backupbot simulator --port 8099 --token demo --complete-after 10
+	$(BIN)/backupbot demo
 
 test: install
 	$(BIN)/ruff check .

@@ -14,7 +14,7 @@ class _CommandFailed(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bot import simulator
+    from bot import console, simulator
 
     parser = argparse.ArgumentParser(
         prog="backupbot",
@@ -39,6 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulator.add_arguments(sim)
 
+    for name, summary in (
+        ("console", "chat with the bot in this terminal: a simulated Slack and provider"),
+        ("demo", "the one-command demo (what `make demo` runs): the console, nothing to set up"),
+    ):
+        chat = commands.add_parser(
+            name,
+            help=summary,
+            description="A terminal chat with the real bot: type /backup … as a Slack user; the "
+            "bot's messages, buttons and thread replies are drawn here. Slack and the VPS "
+            "provider are simulated on loopback and the database is a temporary SQLite file, so "
+            "no Slack app, provider account or .env is needed (and .env is not read).",
+        )
+        console.add_arguments(chat)
+
     db = commands.add_parser("db", help="database maintenance (db upgrade)")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     db_commands.add_parser("upgrade", help="run the database migrations up to the newest")
@@ -47,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("console", "demo"):
+        return _console(args)  # self-contained: reads neither .env nor the environment's tokens
     try:
         settings = load_settings()
         logging.basicConfig(
@@ -108,6 +124,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         bot.close()
     return 0
+
+
+def _console(args: argparse.Namespace) -> int:
+    from bot import console
+
+    try:
+        return console.run(console.from_args(args))
+    except (console.ConsoleError, OSError) as exc:
+        print(f"backupbot: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 def _simulator(args: argparse.Namespace, settings: Settings) -> int:

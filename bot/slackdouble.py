@@ -2550,11 +2550,12 @@ class SlackSender:
                 if options:
                     chosen = [o for o in options if value is None or o.get("value") == value]
                     if not chosen:
-                        raise ValueError(f"{action_id!r} has no option with value {value!r}")
+                        continue  # the same action_id may be in several blocks (list rows)
                     action["selected_option"] = copy.deepcopy(chosen[0])
                 action["action_ts"] = f"{time.time():.6f}"
                 return action
-        raise ValueError(f"no element with action_id {action_id!r} in these blocks")
+        wanted = f" with an option of value {value!r}" if value is not None else ""
+        raise ValueError(f"no element with action_id {action_id!r}{wanted} in these blocks")
 
     def view_submission(
         self,

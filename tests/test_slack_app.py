@@ -375,8 +375,12 @@ def test_delete_of_a_missing_backup_and_by_a_viewer(rig: AppRig) -> None:
 
 
 def test_overflow_menu_offers_delete_and_restore(rig: AppRig) -> None:
+    _completed_backup(rig)
     backup_id = _completed_backup(rig)
+    rig.simulator.add_backup(12346, size_mb=10, description="newest")
     listing = rig.run("list db-server-01 manual")
+    rows = [b["block_id"] for b in listing["blocks"] if b.get("block_id", "").startswith("backup_")]
+    assert rows.index(f"backup_{backup_id}") > 0  # not the first row's menu
     card = rig.click(listing, blocks.BACKUP_MENU, value=f"delete:{backup_id}")
     assert f"Delete backup {backup_id}?" in text_of(card)
     restore = rig.click(listing, blocks.BACKUP_MENU, value=f"restore:{backup_id}")

@@ -225,8 +225,15 @@ class HttpServer:
         return self
 
     def stop(self) -> None:
-        self._server.close()
-        self._server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+        from waitress import wasyncore
+
+        server: Any = self._server
+        # Close from inside waitress's own loop (woken by its trigger): closing the socket from
+        # this thread races its select() (EBADF) or waits out the loop's 1 s timeout.
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        server.task_dispatcher.shutdown()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
