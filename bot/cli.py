@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 
 from bot.config import ConfigError, Settings, load_settings
 
@@ -108,10 +110,22 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         reason = getattr(exc, "reason", None) or exc
         raise _CommandFailed(f"cannot reach Slack at {settings.slack_api_url}: {reason}") from None
     bot.start_watcher()
+    stop = threading.Event()
+    server: HttpServer | None = None
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # SIGTERM is how deploys stop us: finish in-flight work and release the watcher's
+        # leases (bot.close) instead of dying and leaving them to expire.
+        logging.getLogger(__name__).info("signal %s: shutting down", signum)
+        stop.set()
+        if server is not None:
+            server.request_stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         if socket_mode:
             logging.getLogger(__name__).info("Backup Bot running in Socket Mode")
-            run_socket_mode(bot, settings)
+            run_socket_mode(bot, settings, stop)
         else:
             port = args.port if args.port is not None else settings.port
             server = HttpServer(bot, host=args.host, port=port)
@@ -120,9 +134,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 args.host,
                 server.port,
             )
-            server.serve_forever()
+            if not stop.is_set():
+                server.serve_forever()
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         bot.close()
+        logging.getLogger(__name__).info("Backup Bot stopped")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from bot.simulator import Simulator
+from bot.slackdouble import RecordedResponse, SlackDouble, SlackSender
+from tests.conftest import SIM_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,3 +123,81 @@ def test_simulator_command_serves_the_contract(simulator_url: str) -> None:
 
         assert http.delete(f"/backups/{backup['id']}/", headers=auth).status_code == 204
         assert http.delete(f"/backups/{backup['id']}/", headers=auth).status_code == 404
+
+
+def _start_run(
+    tmp_path: Path, slack: SlackDouble, simulator: Simulator, *args: str, **env: str
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", "run", *args],
+        cwd=tmp_path,
+        env=_env(
+            SLACK_BOT_TOKEN=slack.bot_token,
+            SLACK_API_URL=slack.api_url,
+            VPS_API_URL=simulator.base_url,
+            VPS_API_TOKEN=SIM_TOKEN,
+            DATABASE_URL=f"sqlite:///{tmp_path / 'bot.db'}",
+            **env,
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    assert "Backup Bot stopped" in err  # the finally ran: leases released, pools drained
+    return err
+
+
+def test_run_in_http_mode_serves_slack_and_stops_on_sigterm(
+    tmp_path: Path, slack: SlackDouble, simulator: Simulator
+) -> None:
+    process = _start_run(
+        tmp_path,
+        slack,
+        simulator,
+        "--http",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        SLACK_SIGNING_SECRET="process-secret",
+    )
+    try:
+        assert process.stderr is not None
+        port = None
+        deadline = time.monotonic() + 20
+        while port is None and time.monotonic() < deadline:
+            line = process.stderr.readline()
+            match = re.search(r"/healthz on 127\.0\.0\.1:(\d+)", line)
+            port = int(match.group(1)) if match else None
+        assert port, "the server did not say where it listens"
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/healthz", timeout=5).json()["ok"] is True
+        sender = SlackSender(f"{base}/slack/events", "process-secret", slack)
+        assert sender.slash_command("list web-server-01").status == 200
+        slack.wait_for(lambda e: isinstance(e, RecordedResponse), timeout=10)
+        assert (
+            SlackSender(f"{base}/slack/events", "wrong", slack).slash_command("list").status == 401
+        )
+    finally:
+        if process.poll() is None:
+            _stop(process)
+
+
+def test_run_in_socket_mode_connects_and_stops_on_sigterm(
+    tmp_path: Path, slack: SlackDouble, simulator: Simulator
+) -> None:
+    process = _start_run(tmp_path, slack, simulator, SLACK_APP_TOKEN=slack.app_token)
+    try:
+        assert slack.socket_connected(timeout=20)
+        envelope = slack.socket_slash_command("list web-server-01", "U_ALICE", "C_OPS")
+        slack.socket_ack(envelope.envelope_id, timeout=3)
+        slack.wait_for(lambda e: isinstance(e, RecordedResponse), timeout=10)
+    finally:
+        if process.poll() is None:
+            _stop(process)

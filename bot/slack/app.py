@@ -217,23 +217,28 @@ class HttpServer:
         return f"http://127.0.0.1:{self.port}"
 
     def serve_forever(self) -> None:
-        self._server.run()
+        """Serve until `request_stop()` (e.g. from a SIGTERM handler); then finish the workers."""
+        try:
+            self._server.run()
+        finally:
+            self._server.task_dispatcher.shutdown()  # type: ignore[union-attr]
 
     def start(self) -> HttpServer:
-        self._thread = threading.Thread(target=self._server.run, name="waitress", daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, name="waitress", daemon=True)
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Ask the loop to close every socket and return; safe from a signal handler."""
         from waitress import wasyncore
 
         server: Any = self._server
         # Close from inside waitress's own loop (woken by its trigger): closing the socket from
-        # this thread races its select() (EBADF) or waits out the loop's 1 s timeout.
+        # another thread races its select() (EBADF) or waits out the loop's 1 s timeout.
         server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        server.task_dispatcher.shutdown()
+
+    def stop(self) -> None:
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
