@@ -126,15 +126,15 @@ class Watcher:
         job = WatchJob(
             backup_id=backup.id,
             server_id=backup.server.id,
-            server_name=backup.server.name,
+            server_name=backup.server.name[:255],
             channel_id=actor.channel_id,
             requester_id=actor.user_id,
-            requester_name=actor.name,
+            requester_name=actor.name[:255],
             team_id=actor.team_id,
             backup_created_at=backup.created_at,
             registered_at=now,
             state=WatchState.WATCHING.value,
-            status=backup.status,
+            status=backup.status[:64],
             description=backup.description or "",
             next_poll_at=now + timedelta(seconds=self.settings.first_poll),
             attempts=0,
@@ -266,6 +266,7 @@ class Watcher:
 
     def _save(self, job: WatchJob, **values: object) -> bool:
         """Write `values` only while we still hold the job's lease; mirrors them on `job`."""
+        values = self._fit(values)
         with self._sessions.begin() as session:
             result = session.execute(
                 update(WatchJob)
@@ -280,12 +281,20 @@ class Watcher:
             setattr(job, key, value)
         return True
 
+    @staticmethod
+    def _fit(values: dict[str, object]) -> dict[str, object]:
+        """Provider text clipped to its column, so an odd answer cannot wedge a job."""
+        limits = {"status": 64, "last_error": 2000}
+        return {
+            key: value[: limits[key]] if key in limits and isinstance(value, str) else value
+            for key, value in values.items()
+        }
+
     # -- polling ---------------------------------------------------------------------------
 
     def _interval(self, attempts: int) -> timedelta:
-        seconds = min(
-            self.settings.max_poll, self.settings.first_poll * self.settings.backoff**attempts
-        )
+        growth = self.settings.backoff ** min(attempts, 60)  # no float overflow, ever
+        seconds = min(self.settings.max_poll, self.settings.first_poll * growth)
         return timedelta(seconds=seconds * self._rng.uniform(0.9, 1.1))
 
     def _poll_server(self, server_id: int, jobs: list[WatchJob]) -> int:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.audit import Actor, AuditLog
 from bot.db import AuditEvent, WatchJob
-from bot.simulator import Simulator
+from bot.simulator import FAILED_BACKUP_ERROR, Simulator
 from bot.slack.blocks import human_size
 from bot.slack.notify import SlackNotifier
 from bot.slackdouble import RecordedCall, SlackDouble
@@ -163,6 +163,7 @@ def test_failed_backup_mentions_the_requester(rig: Rig) -> None:
     rig.simulator.finish(backup.id, "failed")
     reply = rig.wait_reply("C_OPS", ts)
     assert "failed" in reply and "<@U_ALICE>" in reply
+    assert FAILED_BACKUP_ERROR in reply  # the provider's reason, not just "failed"
     assert rig.audit("backup.failed")[0].outcome == "error"
 
 

@@ -141,7 +141,12 @@ def parse_backup(data: Any) -> Backup:
     if size is not None and (isinstance(size, bool) or not isinstance(size, int | float)):
         raise UnexpectedResponse(f"The provider sent size_mb={size!r}, not a number.")
     expires = data.get("expires_at")
-    message = data.get("message")
+    # The contract names only `message` (on create); for a failed backup, take whatever reason
+    # the provider gives under the usual names.
+    message = next(
+        (data[key] for key in ("message", "error", "detail", "failure_reason") if data.get(key)),
+        None,
+    )
     return Backup(
         id=_integer(backup_id, "id"),
         server=server_ref,
