@@ -9,6 +9,7 @@ import sys
 import threading
 
 from bot.config import ConfigError, Settings, load_settings
+from bot.logs import configure as configure_logging
 
 
 class _CommandFailed(Exception):
@@ -67,10 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return _console(args)  # self-contained: reads neither .env nor the environment's tokens
     try:
         settings = load_settings()
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+        configure_logging(settings.log_level, settings.secrets())
         return _dispatch(args, settings)
     except (ConfigError, _CommandFailed) as exc:
         print(f"backupbot: error: {exc}", file=sys.stderr)

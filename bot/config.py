@@ -102,6 +102,18 @@ class Settings:
                 hint = _REQUIRED_HINTS.get(name, "it is required")
                 raise ConfigError(f"{name} is not set: {hint}")
 
+    def secrets(self) -> list[str]:
+        """Every configured secret's value, for masking in logs (never for showing)."""
+        values = (
+            self.slack_bot_token,
+            self.slack_signing_secret,
+            self.slack_app_token,
+            self.vps_api_token,
+        )
+        found = [value.reveal() for value in values if value]
+        password = make_url(self.database_url).password
+        return found + ([str(password)] if password else [])
+
     def members(self, role: str) -> frozenset[str]:
         return self.roles.get(role, frozenset())
 

@@ -78,3 +78,40 @@ def test_cli_bad_database_url_is_one_clear_line(tmp_path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().startswith("backupbot: error: DATABASE_URL")
     assert "Traceback" not in result.stderr
+
+
+def test_configured_secrets_are_masked_in_every_log_line() -> None:
+    import logging
+
+    from bot.logs import MASK, RedactSecrets
+
+    settings = load_settings(
+        {
+            "SLACK_BOT_TOKEN": TOKEN,
+            "VPS_API_TOKEN": "vps-secret-9000",
+            "DATABASE_URL": "postgresql+psycopg://bot:pg-pass-123@db/backupbot",
+        },
+        env_file=None,
+    )
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    handler = Keep()
+    handler.addFilter(RedactSecrets(settings.secrets()))
+    logger = logging.getLogger("test.redaction")
+    logger.addHandler(handler)
+    try:
+        logger.warning("calling %s with %s", f"https://x/?t={TOKEN}", "vps-secret-9000")
+        try:
+            raise RuntimeError("connect failed for bot:pg-pass-123@db")
+        except RuntimeError:
+            logger.exception("database")
+    finally:
+        logger.removeHandler(handler)
+    text = "\n".join(records)
+    for secret in (TOKEN, "vps-secret-9000", "pg-pass-123"):
+        assert secret not in text
+    assert text.count(MASK) >= 3
