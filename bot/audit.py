@@ -1,20 +1,49 @@
-"""The audit table: who asked for what, where, when, and what came of it. Rows are only added."""
+"""The audit table: who asked for what, where, when, and what came of it. Rows are only added.
+
+Rows are hash-chained: each row's `row_hash` is a SHA-256 over its content and the previous row's
+hash (`prev_hash`), so `backupbot audit verify` finds a row that was edited, removed or reordered.
+Writes are serialized (a PostgreSQL advisory lock across instances; SQLite's own write lock) so
+the chain stays a line. Removing the newest rows leaves a shorter valid chain: compare the head
+hash `verify` prints with one recorded earlier to catch that too.
+"""
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import IO, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.db import AuditEvent, Outcome
+from bot.db import AuditEvent, Outcome, utcnow
 
 log = logging.getLogger(__name__)
 
 _DETAIL_LIMIT = 2000
+GENESIS = "0" * 64
+# The columns a row's hash covers, in this order (changing it needs a migration re-chaining rows).
+HASHED_FIELDS = (
+    "id",
+    "occurred_at",
+    "actor_user_id",
+    "actor_name",
+    "actor_team_id",
+    "channel_id",
+    "action",
+    "server_id",
+    "backup_id",
+    "parameters",
+    "outcome",
+    "provider_status",
+    "detail",
+)
+_ADVISORY_LOCK = 0x6261636B  # "back": one writer at a time across instances (PostgreSQL)
 
 
 @dataclass(frozen=True)
@@ -29,6 +58,35 @@ class Actor:
     @property
     def mention(self) -> str:
         return f"<@{self.user_id}>"
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    return value
+
+
+def row_digest(previous: str, row: Mapping[str, Any]) -> str:
+    """The hash of one row given the previous row's hash."""
+    content = [previous, [_canonical(row[name]) for name in HASHED_FIELDS]]
+    data = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def _row(event: AuditEvent) -> dict[str, Any]:
+    return {name: getattr(event, name) for name in HASHED_FIELDS}
+
+
+@dataclass(frozen=True)
+class Verification:
+    rows: int
+    head: str  # the newest row's hash (GENESIS for an empty table)
+    broken_at: int | None = None  # id of the first row that does not fit
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_at is None
 
 
 class AuditLog:
@@ -50,6 +108,7 @@ class AuditLog:
         detail: str = "",
     ) -> AuditEvent:
         event = AuditEvent(
+            occurred_at=utcnow(),
             actor_user_id=actor.user_id,
             actor_name=actor.name[:255],
             actor_team_id=actor.team_id,
@@ -57,13 +116,26 @@ class AuditLog:
             action=action,
             server_id=server_id,
             backup_id=backup_id,
-            parameters=dict(parameters or {}),
+            parameters=json.loads(json.dumps(dict(parameters or {}), default=str)),
             outcome=outcome.value,
             provider_status=provider_status,
             detail=detail[:_DETAIL_LIMIT],
         )
         with self._sessions.begin() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
+            # Insert first: on SQLite that takes the database's write lock, so no other writer
+            # (thread or process) can slip a row in between reading the previous hash and ours.
             session.add(event)
+            session.flush()
+            last = session.scalar(
+                select(AuditEvent.row_hash)
+                .where(AuditEvent.id < event.id)
+                .order_by(AuditEvent.id.desc())
+                .limit(1)
+            )
+            event.prev_hash = last or GENESIS
+            event.row_hash = row_digest(event.prev_hash, _row(event))
         log.info(
             "audit: %s %s by %s -> %s%s",
             action,
@@ -80,3 +152,39 @@ class AuditLog:
             query = query.where(getattr(AuditEvent, column) == value)
         with self._sessions() as session:
             return list(session.scalars(query))
+
+    def _rows(self, since: datetime | None = None) -> Iterator[AuditEvent]:
+        query = select(AuditEvent).order_by(AuditEvent.id)
+        if since is not None:
+            query = query.where(AuditEvent.occurred_at >= since)
+        with self._sessions() as session:
+            yield from session.scalars(query.execution_options(yield_per=500))
+
+    def verify(self) -> Verification:
+        """Walk the chain from the oldest row; the first row that does not fit is reported."""
+        previous, count = GENESIS, 0
+        for event in self._rows():
+            count += 1
+            if event.prev_hash != previous:
+                return Verification(
+                    count, previous, event.id, "the row before it was removed or changed"
+                )
+            if event.row_hash != row_digest(previous, _row(event)):
+                return Verification(count, previous, event.id, "its content was changed")
+            previous = event.row_hash
+        return Verification(count, previous)
+
+    def export_csv(self, out: IO[str], since: datetime | None = None) -> int:
+        """Rows as CSV (parameters as JSON), oldest first; returns how many."""
+        writer = csv.writer(out)
+        writer.writerow([*HASHED_FIELDS, "prev_hash", "row_hash"])
+        count = 0
+        for event in self._rows(since):
+            row = _row(event)
+            row["occurred_at"] = _canonical(row["occurred_at"])
+            row["parameters"] = json.dumps(row["parameters"], sort_keys=True)
+            writer.writerow(
+                [*(row[name] for name in HASHED_FIELDS), event.prev_hash, event.row_hash]
+            )
+            count += 1
+        return count

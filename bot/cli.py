@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure as configure_logging
@@ -56,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
         )
         console.add_arguments(chat)
 
+    audit = commands.add_parser("audit", help="the audit log (audit verify, audit export)")
+    audit_commands = audit.add_subparsers(
+        dest="audit_command", required=True, metavar="AUDIT_COMMAND"
+    )
+    audit_commands.add_parser(
+        "verify",
+        help="check the audit log's hash chain; exit 1 if a row was edited, removed or moved",
+    )
+    export = audit_commands.add_parser("export", help="write the audit log as CSV")
+    export.add_argument(
+        "--since", type=_age, default=None, metavar="AGE", help="only rows this recent: 7d, 12h, 2w"
+    )
+    export.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+
     db = commands.add_parser("db", help="database maintenance (db upgrade)")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     db_commands.add_parser("upgrade", help="run the database migrations up to the newest")
@@ -82,6 +98,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _run(args, settings)
     if args.command == "simulator":
         return _simulator(args, settings)
+    if args.command == "audit":
+        return _audit(args, settings)
     if args.command == "db" and args.db_command == "upgrade":
         return _db_upgrade(settings)
     raise _CommandFailed(f"unknown command {args.command!r}")  # argparse prevents this
@@ -184,6 +202,60 @@ def _db_upgrade(settings: Settings) -> int:
         raise _CommandFailed(f"cannot upgrade the database: {_db_reason(exc)}") from None
     print("database is up to date")
     return 0
+
+
+def _age(value: str) -> timedelta:
+    match = re.fullmatch(r"(\d+)([mhdw])", value.strip().lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected an age like 7d, 12h, 30m or 2w, got {value!r}")
+    unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
+    return timedelta(**{unit: int(match.group(1))})
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.audit import AuditLog
+    from bot.db import (
+        SchemaOutOfDate,
+        current_revision,
+        head_revision,
+        make_engine,
+        make_session_factory,
+    )
+
+    engine = make_engine(settings.database_url)
+    try:
+        if current_revision(engine) != head_revision():
+            raise SchemaOutOfDate("the database is not up to date: run `backupbot db upgrade`")
+        log = AuditLog(make_session_factory(engine))
+        if args.audit_command == "verify":
+            result = log.verify()
+            if not result.ok:
+                print(
+                    f"audit log BROKEN at row {result.broken_at}: {result.reason} "
+                    f"({result.rows} rows checked)",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"audit log intact: {result.rows} rows, head {result.head}")
+            return 0
+        since = datetime.now(UTC) - args.since if args.since else None
+        if args.output == "-":
+            log.export_csv(sys.stdout, since)
+        else:
+            with open(args.output, "w", newline="", encoding="utf-8") as out:
+                count = log.export_csv(out, since)
+            print(f"{count} audit rows written to {args.output}", file=sys.stderr)
+        return 0
+    except SchemaOutOfDate as exc:
+        raise _CommandFailed(str(exc)) from None
+    except SQLAlchemyError as exc:
+        raise _CommandFailed(f"cannot read the audit log: {_db_reason(exc)}") from None
+    except OSError as exc:
+        raise _CommandFailed(f"cannot write {args.output}: {exc.strerror}") from None
+    finally:
+        engine.dispose()
 
 
 def _db_reason(exc: Exception) -> str:

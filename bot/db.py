@@ -91,6 +91,9 @@ class AuditEvent(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     provider_status: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str] = mapped_column(Text, default="")
+    # Hash chain (bot/audit.py): each row's hash covers its content and the previous row's hash.
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    row_hash: Mapped[str | None] = mapped_column(String(64))
 
     def __repr__(self) -> str:
         return (

@@ -42,7 +42,7 @@ def _run(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     result = _run("--help", cwd=tmp_path)
     assert result.returncode == 0
-    for command in ("simulator", "db"):
+    for command in ("run", "console", "demo", "simulator", "audit", "db"):
         assert re.search(rf"^\s+{command}\b", result.stdout, re.MULTILINE), result.stdout
 
 
@@ -201,3 +201,38 @@ def test_run_in_socket_mode_connects_and_stops_on_sigterm(
     finally:
         if process.poll() is None:
             _stop(process)
+
+
+def test_audit_verify_and_export(tmp_path: Path) -> None:
+    from sqlalchemy import update
+
+    from bot.audit import Actor, AuditLog
+    from bot.db import AuditEvent, Outcome, make_engine, make_session_factory
+
+    url = f"sqlite:///{tmp_path / 'bot.db'}"
+    assert _run("db", "upgrade", cwd=tmp_path, DATABASE_URL=url).returncode == 0
+    engine = make_engine(url)
+    sessions = make_session_factory(engine)
+    log = AuditLog(sessions)
+    for backup_id in (1000, 1001, 1002):
+        log.record(Actor("U_ALICE", "alice"), "delete", Outcome.OK, backup_id=backup_id)
+
+    verified = _run("audit", "verify", cwd=tmp_path, DATABASE_URL=url)
+    assert verified.returncode == 0, verified.stderr
+    assert "intact: 3 rows" in verified.stdout
+
+    exported = _run(
+        "audit", "export", "--since", "1d", "-o", "out.csv", cwd=tmp_path, DATABASE_URL=url
+    )
+    assert exported.returncode == 0, exported.stderr
+    lines = (tmp_path / "out.csv").read_text().splitlines()
+    assert len(lines) == 4 and "1001" in lines[2]
+
+    with sessions.begin() as session:
+        session.execute(update(AuditEvent).where(AuditEvent.backup_id == 1001).values(detail="x"))
+    engine.dispose()
+    broken = _run("audit", "verify", cwd=tmp_path, DATABASE_URL=url)
+    assert broken.returncode == 1
+    assert "BROKEN at row 2" in broken.stderr
+    bad_age = _run("audit", "export", "--since", "soon", cwd=tmp_path, DATABASE_URL=url)
+    assert bad_age.returncode == 2 and "7d" in bad_age.stderr
