@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from sqlalchemy import select, text
+from sqlalchemy import or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.db import AuditEvent, Outcome, utcnow
@@ -146,10 +146,27 @@ class AuditLog:
         )
         return event
 
-    def recent(self, limit: int = 50, **filters: Any) -> list[AuditEvent]:
+    def recent(
+        self,
+        limit: int = 20,
+        *,
+        user_id: str | None = None,
+        server_id: int | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+    ) -> list[AuditEvent]:
+        """Newest first. `action` matches itself and its sub-actions (delete → delete.request)."""
         query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
-        for column, value in filters.items():
-            query = query.where(getattr(AuditEvent, column) == value)
+        if user_id is not None:
+            query = query.where(AuditEvent.actor_user_id == user_id)
+        if server_id is not None:
+            query = query.where(AuditEvent.server_id == server_id)
+        if action is not None:
+            query = query.where(
+                or_(AuditEvent.action == action, AuditEvent.action.startswith(f"{action}."))
+            )
+        if since is not None:
+            query = query.where(AuditEvent.occurred_at >= since)
         with self._sessions() as session:
             return list(session.scalars(query))
 

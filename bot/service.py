@@ -12,10 +12,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.audit import Actor, AuditLog
-from bot.db import Outcome
+from bot.db import AuditEvent, Outcome
 from bot.policy import Action, Decision, Policy
 from bot.vps.client import BackupsClient
 from bot.vps.errors import NotFound, VpsError
@@ -283,6 +284,44 @@ class BackupService:
             detail=outcome.value,
         )
         return DeleteResult(backup_id, outcome)
+
+    def audit_trail(
+        self,
+        actor: Actor,
+        *,
+        user_id: str | None = None,
+        server: int | str | None = None,
+        action: str | None = None,
+        since: timedelta | None = None,
+        limit: int = 20,
+    ) -> list[AuditEvent]:
+        """The newest audit rows matching the filters, for auditors. Reading is audited too."""
+        parameters = {
+            "user": user_id,
+            "server": server,
+            "action_filter": action,
+            "since_seconds": since.total_seconds() if since else None,
+        }
+        self.authorize(actor, Action.AUDIT, **parameters)
+        server_id = None
+        if server is not None:
+            server_id = self._resolve_audited(actor, Action.AUDIT, server, parameters).id
+        rows = self.audit.recent(
+            limit,
+            user_id=user_id,
+            server_id=server_id,
+            action=action,
+            since=datetime.now(UTC) - since if since else None,
+        )
+        self.audit.record(
+            actor,
+            Action.AUDIT.value,
+            Outcome.OK,
+            server_id=server_id,
+            parameters=parameters,
+            detail=f"{len(rows)} rows shown",
+        )
+        return rows
 
     # -- helpers ----------------------------------------------------------------------------
 

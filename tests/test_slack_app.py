@@ -510,3 +510,20 @@ def test_forged_button_clicks_are_refused(rig: AppRig) -> None:
     time.sleep(0.3)
     assert rig.simulator.backup(backup_id) is not None
     assert rig.simulator.api_calls("DELETE") == []
+
+
+def test_audit_log_is_for_auditors_and_filters(make_rig: Callable[..., AppRig]) -> None:
+    rig = make_rig(BACKUP_AUDITORS="U_BOB")
+    assert "auditor" in text_of(rig.run("audit"))  # Alice is an operator, not an auditor
+    rig.run("list web-server-01")
+    rig.run("list db-server-01", user_id="U_CAROL")
+    body = rig.run("audit <@U_ALICE|alice> action:list", user_id="U_BOB")
+    rows = [b for b in body["blocks"] if b["type"] == "section"]
+    assert rows and all("<@U_ALICE>" in r["text"]["text"] for r in rows)
+    assert all("*list*" in r["text"]["text"] for r in rows)
+    assert "U_CAROL" not in text_of(body)
+    by_server = rig.run("audit server:db-server-01 since:1h", user_id="U_BOB")
+    assert "<@U_CAROL>" in text_of(by_server) and "server `12345`" not in text_of(by_server)
+    [denied] = rig.audit("audit", "denied")
+    assert denied.actor_user_id == "U_ALICE"
+    assert len(rig.audit("audit", "ok")) == 2  # reading the log is itself on the record

@@ -28,7 +28,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.db import WatchJob
+from bot.db import AuditEvent, WatchJob
 from bot.vps.models import Backup, Phase
 
 PAGE_SIZE = 10
@@ -403,3 +403,45 @@ def backup_started_final(job: WatchJob) -> dict[str, Any]:
             ContextBlock(elements=[MarkdownTextObject(text=f"Status: {status}")]),
         ],
     )
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+_AUDIT_ICON = {"ok": "✅", "denied": "⛔", "error": "⚠️"}
+
+
+def audit_trail(rows: Sequence[AuditEvent], filters: str) -> dict[str, Any]:
+    """The newest audit rows, one section each (at most 20, well inside 50 blocks)."""
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text="Audit log")),
+        ContextBlock(
+            elements=[
+                MarkdownTextObject(
+                    text=f"{len(rows)} newest rows{' · ' + filters if filters else ''} · "
+                    "`backupbot audit export` gives them all as CSV"
+                )
+            ]
+        ),
+        DividerBlock(),
+    ]
+    if not rows:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text="No rows match.")))
+    for row in rows:
+        subject = []
+        if row.server_id is not None:
+            subject.append(f"server `{row.server_id}`")
+        if row.backup_id is not None:
+            subject.append(f"backup `{row.backup_id}`")
+        status = f" · provider {row.provider_status}" if row.provider_status else ""
+        detail = f"\n_{_escape(row.detail[:300])}_" if row.detail else ""
+        where = f" in <#{row.channel_id}>" if row.channel_id else ""
+        blocks.append(
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f"{_AUDIT_ICON.get(row.outcome, '•')} *{_escape(row.action)}* "
+                    f"{' '.join(subject)} by <@{row.actor_user_id}>{where} · "
+                    f"{slack_date(row.occurred_at)} · {row.outcome}{status}{detail}"
+                )
+            )
+        )
+    return _message(f"Audit log: {len(rows)} rows", blocks)

@@ -166,7 +166,7 @@ _SMART_QUOTES = str.maketrans(
 _ENTITIES = {"amp": "&", "lt": "<", "gt": ">"}
 # One pass over the text, so `&amp;lt;` (a typed "&lt;") becomes "&lt;" and not "<".
 _MARKUP_OR_ENTITY = re.compile(r"<([^<>]*)>|&(amp|lt|gt);")
-_SLACK_ID = re.compile(r"[A-Za-z0-9]+")
+_SLACK_ID = re.compile(r"[A-Za-z0-9_]+")  # "_": the readable ids of the demo and tests
 
 _Kind: TypeAlias = Literal["word", "mention", "channel", "usergroup", "special"]
 # (what follows "<", the kind of reference, how the user wrote it)

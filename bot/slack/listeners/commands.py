@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -127,8 +128,10 @@ def run_command(runtime: Runtime, parsed: Command, actor: Actor, respond: Respon
         offer_delete(runtime, actor, respond, parsed.backup_id)
     elif isinstance(parsed, RestoreCommand):
         restore_unavailable(runtime, actor, respond, parsed.backup_id)
-    elif isinstance(parsed, AuditCommand | AuditExportCommand):
-        audit_unavailable(runtime, actor, respond)
+    elif isinstance(parsed, AuditCommand):
+        show_audit(runtime, actor, respond, parsed)
+    elif isinstance(parsed, AuditExportCommand):
+        audit_export_unavailable(runtime, actor, respond)
     else:  # pragma: no cover - the parser returns only the types above
         raise TypeError(f"unhandled command {parsed!r}")
 
@@ -271,17 +274,48 @@ def restore_unavailable(runtime: Runtime, actor: Actor, respond: Respond, backup
     )
 
 
-def audit_unavailable(runtime: Runtime, actor: Actor, respond: Respond) -> None:
+def show_audit(runtime: Runtime, actor: Actor, respond: Respond, parsed: AuditCommand) -> None:
+    rows = runtime.service.audit_trail(
+        actor,
+        user_id=parsed.user_id,
+        server=server_argument(parsed.server) if parsed.server else None,
+        action=parsed.action,
+        since=parsed.since,
+    )
+    filters = " · ".join(
+        part
+        for part in (
+            f"by <@{parsed.user_id}>" if parsed.user_id else "",
+            f"server {parsed.server}" if parsed.server else "",
+            f"action {parsed.action}" if parsed.action else "",
+            f"since {_age(parsed.since)} ago" if parsed.since else "",
+        )
+        if part
+    )
+    runtime.reply_private(
+        respond, actor.user_id, actor.channel_id, blocks.audit_trail(rows, filters)
+    )
+
+
+def _age(since: timedelta) -> str:
+    seconds = int(since.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def audit_export_unavailable(runtime: Runtime, actor: Actor, respond: Respond) -> None:
     runtime.service.authorize(actor, Action.AUDIT)
     runtime.service.audit.record(
-        actor, "audit", Outcome.ERROR, detail="reading the audit log from Slack is not built yet"
+        actor, "audit.export", Outcome.ERROR, detail="export from Slack is not built yet"
     )
     runtime.reply_private(
         respond,
         actor.user_id,
         actor.channel_id,
         blocks.notice(
-            "Reading the audit log from Slack is not in this version yet; every action is "
-            "recorded in the `audit_events` table of the bot's database."
+            "Exporting from Slack is not in this version yet (it would need the `files:write` "
+            "scope). An operator can run `backupbot audit export --since 7d -o audit.csv`."
         ),
     )
