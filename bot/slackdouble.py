@@ -1132,6 +1132,12 @@ class SlackDouble:
         """The id of the bot's DM with a user ("U_ALICE" → "D_ALICE")."""
         return f"D{user_id[1:]}" if user_id[:1] in ("U", "W") else f"D{user_id}"
 
+    def open_dm(self, user_id: str) -> str:
+        """The bot's DM with a user, opened if it was not yet (as `conversations.open` would, but
+        without recording a call), so `channel()` knows it; returns its id."""
+        with self._lock:
+            return self._dm(user_id).id
+
     def message_payload(self, message: Message) -> dict[str, Any]:
         """The message as Slack shows it to apps (e.g. inside a block_actions payload)."""
         with self._lock:

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import math
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -28,9 +31,13 @@ from bot.console.render import (
     Names,
     Style,
     blocks_to_lines,
+    clean,
     confirm_question,
+    display_width,
     mrkdwn,
     plain,
+    stand_ins_for,
+    wrap,
 )
 from bot.console.workspace import PEOPLE, ROOMS, Workspace
 from bot.slackdouble import Message, RecordedCall, RecordedResponse, SlackDouble, SlackSender
@@ -42,10 +49,11 @@ Type what you would type in Slack; Backup Bot answers `/backup …`, e.g.
   /backup delete 1003
 The console's own commands:
   1, 2, …          press the button or pick the menu option with that number
-  /click LABEL     press the newest button or option whose label contains LABEL
+  /click WORDS     press the button or option these words name: its label (Next), its value
+                   (delete:1003) or its label and row (delete 1003); never a guess between two
   y / n            answer a confirm dialog ("Delete this backup?")
   /as NAME         be someone else (alice, bob, carol, or a user id such as U_BOB)
-  /in CHANNEL      talk in another channel (#ops, #random)
+  /in CHANNEL      talk in another channel (#ops, #random), or in your DM with the bot (dm)
   /who             who you are, the people and channels, and everyone's roles
   /home            open Backup Bot's App Home tab
   /choices         list the buttons and options you can still press
@@ -57,6 +65,9 @@ The console's own commands:
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _VIEW_METHODS = ("views.open", "views.push", "views.update", "views.publish")
+_MY_DM = "dm"  # where `/in dm` puts you: the bot's DM with whoever you are at the moment
+
+log = logging.getLogger(__name__)
 
 
 def strip_ansi(text: str) -> str:
@@ -68,28 +79,66 @@ def strip_ansi(text: str) -> str:
 
 class Terminal:
     """Writes lines; in interactive mode, lines arriving while the prompt waits are printed above
-    it and the prompt is redrawn with what the person had typed so far."""
+    it and the prompt is redrawn with what the person had typed so far.
 
-    def __init__(self, out: TextIO, *, interactive: bool) -> None:
+    With readline on a terminal, the rows the prompt and the typed text take (wrapped at the
+    terminal's width) are cleared first and redrawn after. Without readline, into a pipe, or on a
+    dumb terminal nothing is cleared: the message starts on a new line and the prompt is printed
+    again (what was typed stays on the row above, and is still part of the line being typed).
+    `width` (a function: terminals get resized) wraps long lines; characters the output's encoding
+    cannot show become ASCII stand-ins or "?", never an error."""
+
+    def __init__(
+        self,
+        out: TextIO,
+        *,
+        interactive: bool,
+        width: Callable[[], int] | None = None,
+        dumb: bool = False,
+        readline: Any = None,  # what tells what was typed so far; default: readline, if any
+    ) -> None:
         self._out = out
         self._interactive = interactive
+        self._width = width
         self._lock = threading.Lock()
         self._prompt: str | None = None
-        self._readline: Any = None
-        if interactive:
+        self._readline: Any = readline
+        self._tty = _isatty(out)
+        self._dumb = dumb
+        self._encoding = getattr(out, "encoding", None) or "utf-8"
+        self._stand_ins = stand_ins_for(self._encoding)
+        if interactive and readline is None:
             with contextlib.suppress(ImportError):
-                import readline
+                import readline as module
 
-                self._readline = readline
+                self._readline = module
+
+    def fit(self, text: str) -> str:
+        """`text` as the output's encoding can show it."""
+        if self._stand_ins is None:
+            return text
+        text = text.translate(self._stand_ins)
+        try:
+            return text.encode(self._encoding, "replace").decode(self._encoding)
+        except LookupError:
+            return text.encode("ascii", "replace").decode("ascii")
 
     def write(self, lines: Iterable[str]) -> None:
-        text = "".join(f"{line}\n" for line in lines)
+        width = self._width() if self._width is not None else 0
+        rows = [row for line in lines for row in (wrap(line, width) if width > 0 else [line])]
+        text = self.fit("".join(f"{row}\n" for row in rows))
         with self._lock:
-            if self._prompt is not None:
-                typed = self._readline.get_line_buffer() if self._readline else ""
-                self._out.write("\r\x1b[2K" + text + self._prompt + typed)
-            else:
+            if self._prompt is None:
                 self._out.write(text)
+            elif self._readline is not None and self._tty and not self._dumb:
+                typed = self._readline.get_line_buffer()
+                shown = display_width(self._prompt + typed)
+                columns = max(1, shutil.get_terminal_size().columns)
+                up = max(0, math.ceil(shown / columns) - 1)
+                clear = "\r\x1b[2K" + "\x1b[1A\x1b[2K" * up
+                self._out.write(clear + text + self.fit(self._prompt + typed))
+            else:
+                self._out.write("\n" + text + self.fit(self._prompt))
             self._out.flush()
 
     def read(self, prompt: str) -> str:
@@ -97,10 +146,17 @@ class Terminal:
         with self._lock:
             self._prompt = prompt
         try:
-            return input(prompt)
+            return input(self.fit(prompt))
         finally:
             with self._lock:
                 self._prompt = None
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 # -- choices ---------------------------------------------------------------------------------
@@ -145,6 +201,8 @@ class Console:
         trace: bool = False,
         quiet_seconds: float = 0.3,
         answer_timeout: float = 15.0,
+        width: Callable[[], int] | None = None,
+        dumb: bool = False,
     ) -> None:
         assert workspace.slack is not None and workspace.sender is not None
         assert workspace.bot is not None
@@ -156,7 +214,7 @@ class Console:
         self.trace = trace
         self.quiet_seconds = quiet_seconds
         self.answer_timeout = answer_timeout
-        self.terminal = Terminal(out, interactive=interactive)
+        self.terminal = Terminal(out, interactive=interactive, width=width, dumb=dumb)
         self.names = Names(user=self._user_name, channel=self._channel_name)
         resolved_user = self._resolve_user(user_id)
         if resolved_user is None:
@@ -167,7 +225,7 @@ class Console:
         if resolved_channel is None:
             rooms = ", ".join(f"#{self._channel_name(c)}" for c in self._channels())
             raise ConsoleError(f"there is no channel {channel_id!r} here; choose one of {rooms}")
-        self.channel_id = resolved_channel
+        self._room = resolved_channel  # a channel id, or _MY_DM
         self.transcript: list[str] = []  # every line shown, without colours
         self.output: list[str] = []  # the lines the bot's messages drew (what /wait reads)
         self.failures: list[str] = []
@@ -191,6 +249,17 @@ class Console:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+
+    @property
+    def channel_id(self) -> str:
+        """Where you type: a channel, or (after `/in dm`) the DM of whoever you are now."""
+        if self._room == _MY_DM:
+            return self.slack.open_dm(self.user_id)
+        return self._room
+
+    @channel_id.setter
+    def channel_id(self, channel_id: str) -> None:
+        self._room = channel_id
 
     # -- names and people ----------------------------------------------------------------
 
@@ -219,8 +288,8 @@ class Console:
             channel = self.slack.channel(channel_id)
             if channel is not None and key in (channel.id.casefold(), channel.name.casefold()):
                 return channel.id
-        if key in ("dm", "direct"):
-            return self.slack.dm_channel_id(self.user_id)
+        if key in (_MY_DM, "direct", "dm with the bot"):
+            return _MY_DM
         return None
 
     def _people(self) -> list[str]:
@@ -295,43 +364,72 @@ class Console:
     def _on_event(self, event: RecordedCall | RecordedResponse) -> None:
         """Called by the double for every call and response_url post (on its threads)."""
         with self._changed:
-            if isinstance(event, RecordedCall):
-                if event.method in _VIEW_METHODS and event.ok:
-                    self._draw_view(event)
-                elif not event.ok:
-                    where = event.args.get("channel")
-                    suffix = f" in {self._where(str(where))}" if where else ""
-                    self.say(
-                        self.style.dim(f"· Slack refused {event.method}{suffix}: {event.error}"),
-                        shown=True,
-                    )
-                elif self.trace:
-                    self.say(self.style.dim(f"· {event.method}{_brief(event.args)} → ok"))
+            try:
+                self._show_event(event)
+            except Exception as exc:  # drawing failed: say so, rather than lose it silently
+                log.exception("the console could not show %r", event)
+                self._drawing_failed("what the bot did in Slack", exc, "")
+            self._diff()
+
+    def _drawing_failed(self, what: str, exc: Exception, text: str) -> None:
+        gist = " ".join(clean(text).split())[:200]
+        self.say(
+            self.style.danger(f"! could not draw {what} ({_one_line(exc)})")
+            + (f"; its text: {gist}" if gist else "")
+            + self.style.dim(f" (details in {self._log_path()})"),
+            shown=True,
+        )
+
+    def _log_path(self) -> str:
+        path = self.workspace.log_path
+        return str(path) if path is not None else "the log"
+
+    def _show_event(self, event: RecordedCall | RecordedResponse) -> None:
+        if isinstance(event, RecordedCall):
+            if event.method in _VIEW_METHODS and event.ok:
+                self._draw_view(event)
             elif not event.ok:
+                where = event.args.get("channel")
+                suffix = f" in {self._where(clean(str(where)))}" if where else ""
                 self.say(
-                    self.style.dim(f"· a response_url post was refused: {event.error}"),
+                    self.style.dim(f"· Slack refused {event.method}{suffix}: {event.error}"),
                     shown=True,
                 )
             elif self.trace:
-                self.say(self.style.dim(f"· response_url{_brief(event.body)} → ok"))
-            self._diff()
+                self.say(self.style.dim(f"· {event.method}{_brief(event.args)} → ok"))
+        elif not event.ok:
+            self.say(
+                self.style.dim(f"· a response_url post was refused: {event.error}"),
+                shown=True,
+            )
+        elif self.trace:
+            self.say(self.style.dim(f"· response_url{_brief(event.body)} → ok"))
 
     def _diff(self) -> None:
         """Draw what changed in the double's model since the last look."""
         for message in self.slack.messages:
             key = (message.channel, message.ts)
             seen = self._seen.get(key)
+            change: str | None
             if seen is None:
                 self._seen[key] = _Seen(len(message.edits), message.deleted)
-                if not message.deleted:
-                    self._draw_message(message, None)
+                if message.deleted:
+                    continue
+                change = None
             elif message.deleted and not seen.deleted:
                 seen.deleted = True
-                self._draw_message(message, "deleted")
+                change = "deleted"
             elif len(message.edits) > seen.edits:
                 seen.edits = len(message.edits)
                 via = message.edits[-1].via
-                self._draw_message(message, "replaced" if via == "response_url" else "updated")
+                change = "replaced" if via == "response_url" else "updated"
+            else:
+                continue
+            try:
+                self._draw_message(message, change)
+            except Exception as exc:
+                log.exception("the console could not draw message %s in %s", key[1], key[0])
+                self._drawing_failed("a message", exc, message.text)
 
     def _draw_message(self, message: Message, change: str | None) -> None:
         s = self.style
@@ -440,7 +538,9 @@ class Console:
         """The app's HTTP answer: Slack shows a non-empty one to the person alone."""
         if status != 200:
             self.say(
-                self.style.danger(f"! the app answered HTTP {status} to {what}: {text[:200]}"),
+                self.style.danger(
+                    f"! the app answered HTTP {status} to {what}: {clean(text)[:200]}"
+                ),
                 shown=True,
             )
             return
@@ -487,19 +587,7 @@ class Console:
         if ref.in_view:
             self.note("Buttons inside forms and the Home tab cannot be pressed from the console.")
             return
-        if ref.visible_to is not None and ref.visible_to != self.user_id:
-            owner = self._user_name(ref.visible_to)
-            self.note(
-                f"Only @{owner} can see that message, so only they can press it "
-                f"(/as {owner} to be them)."
-            )
-            return
-        message = self._current(ref)
-        if ref.message_ts is not None and message is None:
-            self.note("That message is gone, and its buttons with it.")
-            return
-        if message is not None and len(message.edits) != ref.revision:
-            self.note("That message has changed since: pick from its newest version.")
+        if not self._still_there(ref):
             return
         if ref.choice.confirm:
             question, yes, no = confirm_question(ref.choice.confirm, self.names)
@@ -508,6 +596,27 @@ class Console:
             return
         self._press(ref)
 
+    def _still_there(self, ref: _Ref) -> bool:
+        """Whether the person can still press `ref`: they see its message, and the message is
+        the version the choice was drawn from (else a note says why not)."""
+        if ref.visible_to is not None and ref.visible_to != self.user_id:
+            owner = self._user_name(ref.visible_to)
+            self.note(
+                f"Only @{owner} can see that message, so only they can press it "
+                f"(/as {owner} to be them)."
+            )
+            return False
+        if ref.message_ts is None:
+            return True
+        message = self._current(ref)
+        if message is None:
+            self.note("That message is gone, and its buttons with it.")
+            return False
+        if len(message.edits) != ref.revision:
+            self.note("That message has changed since: pick from its newest version.")
+            return False
+        return True
+
     def _current(self, ref: _Ref) -> Message | None:
         if ref.message_ts is None:
             return None
@@ -515,24 +624,25 @@ class Console:
         return None if message is None or message.deleted else message
 
     def answer(self, line: str) -> None:
-        """A y/n answer to the pending confirm dialog."""
+        """A y/n answer to the pending confirm dialog: "y" presses the button if it is still
+        there as it was drawn (the message may have changed while the dialog was open)."""
         ref, self._pending = self._pending, None
         assert ref is not None
         _question, yes, _no = confirm_question(ref.choice.confirm or {}, self.names)
-        if line.strip().casefold() in ("y", "yes", yes.casefold()):
-            self._press(ref)
-        else:
+        if line.strip().casefold() not in ("y", "yes", yes.casefold()):
             self.note("Dialog closed; nothing was sent.")
+            return
+        if self._still_there(ref):
+            self._press(ref)
 
     def _press(self, ref: _Ref) -> None:
         message = self._current(ref)
+        if ref.message_ts is not None and message is None:
+            self.note("That message is gone, and its buttons with it.")
+            return
         blocks = message.blocks if message is not None else ref.local_blocks
-        try:
-            block = blocks[ref.choice.block_index]
-            action = SlackSender.action_for(
-                [block], ref.choice.action_id, ref.choice.value if ref.choice.option else None
-            )
-        except (IndexError, ValueError):
+        action = _action_as_drawn(blocks, ref.choice)
+        if action is None:
             self.note("That button is not on the message any more.")
             return
         start = self._begin_turn()
@@ -559,21 +669,41 @@ class Console:
         self._settle(start)
 
     def click(self, words: str) -> None:
-        """Press the newest choice on screen whose label has all these words; failing that, the
-        newest whose label, section text or option value has them (`/click delete 117`)."""
+        """Press the one choice on screen that `words` name best (see `Choice.rank`): its exact
+        value or label, else whole words of its label and value, else of its row too. When
+        several are named equally well nothing is pressed: they are listed with their numbers."""
         if not words.strip():
-            self.note("Usage: /click LABEL [WORDS], e.g. /click Next or /click delete 117")
+            self.note("Usage: /click WORDS, e.g. /click Next, /click delete:1003 or /click 2")
             return
-        live = [n for n in sorted(self._choices, reverse=True) if self._pressable(n)]
-        for label_only in (True, False):
-            for number in live:
-                choice = self._choices[number].choice
-                if choice.matches(words, label_only=label_only):
-                    on = f" on “{self._short(choice.context, 50)}”" if choice.context else ""
-                    self.say(self.style.dim(f"  (pressing [{number}] {choice.label}{on})"))
-                    self.pick(number)
-                    return
-        self.note(f"No button or option matching “{words.strip()}” is on screen.")
+        ranked: dict[int, list[int]] = {}
+        for number in sorted(self._choices):
+            if self._pressable(number):
+                rank = self._choices[number].choice.rank(words)
+                if rank is not None:
+                    ranked.setdefault(rank, []).append(number)
+        if not ranked:
+            self.note(f"No button or option matching “{words.strip()}” is on screen.")
+            return
+        found = ranked[min(ranked)]
+        if len(found) > 1:
+            lines = [f"  [{number}] {self._describe(number)}" for number in found[-10:]]
+            more = f" (the newest 10 of {len(found)})" if len(found) > 10 else ""
+            self.say(
+                self.style.danger(
+                    f"“{words.strip()}” could be any of these{more}; nothing was pressed. "
+                    "Type its number, or more words (/choices lists everything):"
+                ),
+                *lines,
+            )
+            return
+        number = found[0]
+        self.say(self.style.dim(f"  (pressing [{number}] {self._describe(number)})"))
+        self.pick(number)
+
+    def _describe(self, number: int) -> str:
+        choice = self._choices[number].choice
+        on = f" on “{self._short(choice.context, 50)}”" if choice.context else ""
+        return f"{choice.label}{on}"
 
     def _pressable(self, number: int) -> bool:
         """On a message this person sees, in its newest version."""
@@ -684,7 +814,7 @@ class Console:
         if self._pending is not None:
             self._pending = None
             self.note("Dialog closed; nothing was sent.")
-        if text.isdigit():
+        if text.isdecimal():  # not isdigit(): "²" is a digit that int() refuses
             self.pick(int(text))
             return
         if not text.startswith("/"):
@@ -706,6 +836,21 @@ class Console:
                 f"Backup Bot has no {word} command. It answers /backup …; "
                 "/help lists the console's own commands."
             )
+
+    def handle_safely(self, line: str) -> bool:
+        """`handle`, but a line that fails (the app timed out, a bug) costs one line on the
+        screen and a traceback in the log, not the session. False if it failed."""
+        try:
+            self.handle(line)
+        except Exception as exc:
+            log.exception("the console could not handle the line %r", line)
+            self._pending = None
+            self.say(
+                self.style.danger(f"! that did not work: {_one_line(exc)}")
+                + self.style.dim(f" (details in {self._log_path()})")
+            )
+            return False
+        return True
 
     def _commands(self) -> dict[str, Callable[[str], None]]:
         return {
@@ -737,7 +882,8 @@ class Console:
             self.note(f"Who? The people here are {people}.")
             return
         self.user_id = user_id
-        self.note(f"You are now {self._user_name(user_id)} ({self._roles(user_id)}).")
+        where = f", in {self._where(self.channel_id)}" if self._room == _MY_DM else ""
+        self.note(f"You are now {self._user_name(user_id)} ({self._roles(user_id)}){where}.")
 
     def _in(self, rest: str) -> None:
         channel_id = self._resolve_channel(rest) if rest else None
@@ -746,9 +892,9 @@ class Console:
             self.note(f"Which channel? There are {rooms} (and `dm`, your DM with the bot).")
             return
         self.channel_id = channel_id
-        channel = self.slack.channel(channel_id)
+        channel = self.slack.channel(self.channel_id)
         member = "" if channel is None or channel.member else " (the bot is not a member here)"
-        self.note(f"You are now in {self._where(channel_id)}{member}.")
+        self.note(f"You are now in {self._where(self.channel_id)}{member}.")
 
     def _who(self) -> None:
         lines = [f"You are {self._user_name(self.user_id)} in {self._where(self.channel_id)}."]
@@ -767,9 +913,7 @@ class Console:
         for number in sorted(self._choices):
             if not self._pressable(number):
                 continue
-            ref = self._choices[number]
-            where = f" — on “{self._short(ref.choice.context, 50)}”" if ref.choice.context else ""
-            lines.append(f"  [{number}] {ref.choice.label}{where}")
+            lines.append(f"  [{number}] {self._describe(number)}")
         self.say(*(lines[-30:] or ["  (nothing to press)"]))
 
     def _trace(self, rest: str) -> None:
@@ -798,7 +942,8 @@ class Console:
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             self.say(self.prompt() + line)
-            self.handle(line)
+            if not self.handle_safely(line):
+                self.failures.append(line)
             if self._quit:
                 break
         return 1 if self.failures else 0
@@ -813,8 +958,35 @@ class Console:
                 break
             with self._lock:
                 self.transcript.append(prompt + line)
-            self.handle(line)
+            self.handle_safely(line)
         return 0
+
+
+def _action_as_drawn(blocks: list[dict[str, Any]], choice: Choice) -> dict[str, Any] | None:
+    """The `actions[0]` for the element `choice` was drawn from: found by its block_id and
+    action_id (by position only in an app's answer, whose blocks may have no ids), and only if
+    it is still that element (the same button value, or a menu that still has the option)."""
+    if choice.block_id:
+        candidates = [b for b in blocks if str(b.get("block_id", "")) == choice.block_id]
+    else:
+        candidates = blocks[choice.block_index : choice.block_index + 1]
+    try:
+        action = SlackSender.action_for(
+            candidates, choice.action_id, choice.value if choice.option else None
+        )
+    except ValueError:
+        return None
+    if choice.option:
+        drawn = (action.get("selected_option") or {}).get("value")
+    else:
+        drawn = action.get("value")
+    return action if drawn == choice.value else None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    return f"{name}: {text[:200]}" if text else name
 
 
 def _first_line(text: str) -> str:
@@ -827,5 +999,5 @@ def _brief(args: Mapping[str, Any]) -> str:
         if key in ("blocks", "text", "view", "attachments") or value in (None, ""):
             continue
         if isinstance(value, str | int | float | bool):
-            shown.append(f"{key}={value}")
+            shown.append(clean(f"{key}={value}"))
     return f"({', '.join(shown)})" if shown else ""

@@ -8,7 +8,9 @@ them, and the number is printed where Slack would draw the element.
 
 from __future__ import annotations
 
+import codecs
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
@@ -47,8 +49,153 @@ class Style:
     def primary(self, text: str) -> str:
         return self._wrap("32", text)
 
+    def header(self, text: str) -> str:
+        """A header block: bold and underlined (in Slack it is large); plain without colours."""
+        return self._wrap("1;4", text)
+
 
 PLAIN = Style(False)
+
+
+# -- terminal text --------------------------------------------------------------------------
+
+# C0 and C1 control characters but the newline: a bot's text must not move the cursor, clear the
+# screen or change the terminal's state (ESC sequences), however it got into a message.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def clean(text: str) -> str:
+    """`text` without control characters (tabs become spaces, newlines stay)."""
+    return _CONTROL.sub("", text.replace("\t", "    "))
+
+
+def _char_width(char: str) -> int:
+    if unicodedata.combining(char) or char in "\u200b\u200d\ufe0e\ufe0f":
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    """Columns `text` takes on a terminal (ANSI colours take none, wide characters two)."""
+    return sum(_char_width(char) for char in _SGR.sub("", text))
+
+
+# The console's own frame: what each continuation line of a wrapped line starts with.
+_GUTTER = re.compile(r"( *)(?:([│┌↳]) )?( *)")
+_CONTINUED = {"│": "│ ", "┌": "│ ", "↳": "  "}
+_PIECES = re.compile(r"\x1b\[[0-9;]*m|\s+|[^\s\x1b]+|\x1b")
+
+
+def wrap(line: str, width: int) -> list[str]:
+    """`line` cut at spaces into rows of at most `width` columns; each row after the first
+    repeats the line's gutter and indent (`    │   `), so a thread reply stays indented. Colours
+    open at a cut are closed at the end of the row and reopened after the next row's gutter."""
+    if width <= 0 or display_width(line) <= width:
+        return [line]
+    found = _GUTTER.match(line)
+    assert found is not None  # the pattern matches the empty string
+    spaces, gutter, indent = found.groups()
+    frame = _CONTINUED[gutter] if gutter else ""
+    continued = spaces + frame + indent
+    if display_width(continued) > width // 2:
+        continued = spaces[: width // 4] + frame
+    rows: list[str] = []
+    row, used = found.group(0), display_width(found.group(0))
+    active: list[str] = []  # the colour codes in force
+    empty = True  # nothing but the frame on this row yet: never cut before the first word
+    wrapped = False  # this row continues a cut one: spaces at its start are dropped
+
+    def cut() -> None:
+        nonlocal row, used, empty, wrapped
+        rows.append(row.rstrip(" ") + ("\x1b[0m" if active else ""))
+        row, used = continued + "".join(active), display_width(continued)
+        empty = wrapped = True
+
+    pending: list[str] = []  # colour codes met since the last word: they go with the next one
+
+    def settle() -> None:
+        nonlocal row, active, pending
+        for code in pending:
+            row += code
+            active = [] if code in ("\x1b[0m", "\x1b[m") else [*active, code]
+        pending = []
+
+    for piece in _PIECES.findall(line[found.end() :]):
+        if piece.startswith("\x1b"):
+            pending.append(piece)
+            continue
+        size = display_width(piece)
+        if piece.isspace():
+            if empty and wrapped:
+                continue
+            if used + size > width:
+                cut()
+                continue
+            settle()
+            row, used = row + piece, used + size
+            continue
+        if used + size > width and not empty:
+            cut()
+        settle()
+        # A word longer than a row is cut anywhere.
+        for part in [piece] if used + size <= width else list(piece):
+            step = display_width(part)
+            if used + step > width and not empty:
+                cut()
+            row, used, empty = row + part, used + step, False
+    rows.append(row.rstrip(" ") + "".join(pending))
+    return rows
+
+
+# What the console's frame and the bot's usual symbols become on a terminal that cannot show them
+# (an ASCII or Latin-1 locale); anything else it cannot show becomes "?".
+STAND_INS = {
+    "┌": "+",
+    "│": "|",
+    "─": "-",
+    "↳": "->",
+    "…": "...",
+    "—": "--",
+    "\u2013": "-",  # en dash
+    "·": "-",
+    "“": '"',
+    "”": '"',
+    "\u2018": "'",  # quotes
+    "\u2019": "'",
+    "⋯": "...",
+    "▾": "v",
+    "▭": "[ ]",
+    "◀": "<",
+    "▶": ">",
+    "←": "<-",
+    "✓": "ok",
+    "✗": "x",
+    "✅": "[ok]",
+    "❌": "[x]",
+    "⏳": "[..]",
+    "⛔": "[!]",
+    "⚠": "[!]",
+    "🗑": "[del]",
+    "\ufe0f": "",
+}
+
+
+def stand_ins_for(encoding: str | None) -> dict[int, str] | None:
+    """A `str.translate` table of the stand-ins `encoding` needs; None for a UTF encoding."""
+    try:
+        name = codecs.lookup(encoding or "utf-8").name
+    except LookupError:
+        name = "ascii"
+    if name.startswith("utf"):
+        return None
+    table: dict[int, str] = {}
+    for char, stand_in in STAND_INS.items():
+        try:
+            char.encode(name)
+        except UnicodeEncodeError:
+            table[ord(char)] = stand_in
+    return table
 
 
 # -- lookups --------------------------------------------------------------------------------
@@ -184,7 +331,7 @@ def _emphasis(text: str, style: Style) -> str:
 def mrkdwn(text: str, names: Names, style: Style = PLAIN) -> list[str]:
     """mrkdwn as terminal lines: ```blocks``` indented, `code` highlighted, tokens resolved."""
     lines: list[str] = []
-    pieces = text.split("```")
+    pieces = clean(text).split("```")
     for index, piece in enumerate(pieces):
         if index % 2 == 1:  # inside a ``` fence: verbatim
             body = piece.strip("\n")
@@ -215,7 +362,7 @@ def text_object(obj: Any, names: Names, style: Style = PLAIN) -> list[str]:
         return mrkdwn(obj, names, style)
     if not isinstance(obj, Mapping):
         return []
-    text = str(obj.get("text", ""))
+    text = clean(str(obj.get("text", "")))
     if obj.get("type") == "plain_text":
         return text.split("\n") if text else []
     return mrkdwn(text, names, style)
@@ -242,13 +389,30 @@ class Choice:
     style: str | None = None
     context: str = ""  # the first line of the section it belongs to (which backup, say)
 
-    def matches(self, words: str, *, label_only: bool = False) -> bool:
-        """Every word is in the label (or, unless `label_only`, the context or option value)."""
-        haystack = self.label
-        if not label_only:
-            haystack += f"\n{self.context}\n{self.value if self.option else ''}"
-        wanted = words.casefold().split()
-        return bool(wanted) and all(word in haystack.casefold() for word in wanted)
+    def rank(self, words: str) -> int | None:
+        """How well `words` name this choice, best first: 0 its exact value (`delete:123`) or
+        label; 1 every word is a whole word of its label or option value (`delete 123`); 2 of its
+        label, value or context (the text of its row: `delete… keep me`); None: not at all."""
+        wanted = " ".join(words.casefold().split())
+        if not wanted:
+            return None
+        if wanted in ((self.value or "").casefold(), " ".join(self.label.casefold().split())):
+            return 0
+        tokens = set(_words(wanted))
+        if not tokens:
+            return None
+        own = set(_words(self.label))
+        if self.option:
+            own |= set(_words(self.value or ""))
+        if tokens <= own:
+            return 1
+        if tokens <= own | set(_words(self.value or "")) | set(_words(self.context)):
+            return 2
+        return None
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.casefold())
 
 
 Numberer = Callable[[Choice], int]
@@ -296,7 +460,7 @@ def _block(
     kind = block.get("type")
     block_id = str(block.get("block_id", ""))
     if kind == "header":
-        return [style.bold(plain(block.get("text"), names).upper())]
+        return [style.header(plain(block.get("text"), names))]
     if kind == "divider":
         return [style.dim(_DIVIDER)]
     if kind == "section":
@@ -312,21 +476,21 @@ def _block(
         parts = []
         for element in block.get("elements") or []:
             if element.get("type") == "image":
-                parts.append(f"[{element.get('alt_text', 'image')}]")
+                parts.append(f"[{clean(str(element.get('alt_text', 'image')))}]")
             else:
                 parts.append(" ".join(text_object(element, names, style)))
         return [style.dim(" · ".join(p for p in parts if p))] if parts else []
     if kind == "actions":
         return _elements(block.get("elements") or [], block_id, index, names, number, style)
     if kind == "image":
-        return [style.dim(f"[image: {block.get('alt_text', '')}]")]
+        return [style.dim(f"[image: {clean(str(block.get('alt_text', '')))}]")]
     if kind == "input":
         return _input(block, names, style)
     if kind == "rich_text":
-        return [_rich_text(block)]
+        return _rich_text(block)
     if kind == "file":
         return [style.dim("[a file]")]
-    return [style.dim(f"[{kind} block]")]
+    return [style.dim(f"[{clean(str(kind))} block]")]
 
 
 def _elements(
@@ -378,7 +542,7 @@ def _elements(
                 picks.append(f"{style.choice(f'[{number(choice)}]')} {label}")
             lines.append(f"{marker.strip()} " + "  ".join(picks))
         else:
-            lines.append(style.dim(f"[{kind}: not available in the console]"))
+            lines.append(style.dim(f"[{clean(str(kind))}: not available in the console]"))
     if buttons:
         lines.append("   ".join(buttons))
     return lines
@@ -390,11 +554,12 @@ def _input(block: Mapping[str, Any], names: Names, style: Style) -> list[str]:
     hint = plain(block.get("hint"), names)
     placeholder = plain(element.get("placeholder"), names)
     optional = " (optional)" if block.get("optional") else ""
-    line = f"{style.bold(label)}{optional}: ▭ {placeholder or element.get('type', 'input')}"
+    kind = clean(str(element.get("type", "input")))
+    line = f"{style.bold(label)}{optional}: ▭ {placeholder or kind}"
     return [line, style.dim(hint)] if hint else [line]
 
 
-def _rich_text(block: Mapping[str, Any]) -> str:
+def _rich_text(block: Mapping[str, Any]) -> list[str]:
     found: list[str] = []
 
     def walk(node: Any) -> None:
@@ -405,7 +570,7 @@ def _rich_text(block: Mapping[str, Any]) -> str:
                 walk(child)
 
     walk(block)
-    return "".join(found)
+    return clean("".join(found)).split("\n")
 
 
 def confirm_question(confirm: Mapping[str, Any], names: Names) -> tuple[str, str, str]:
@@ -419,12 +584,17 @@ def confirm_question(confirm: Mapping[str, Any], names: Names) -> tuple[str, str
 
 __all__ = [
     "PLAIN",
+    "STAND_INS",
     "Choice",
     "Names",
     "Style",
     "blocks_to_lines",
+    "clean",
     "confirm_question",
+    "display_width",
     "format_date",
     "mrkdwn",
+    "stand_ins_for",
     "text_object",
+    "wrap",
 ]

@@ -72,8 +72,10 @@ class Workspace:
         self.server: HttpServer | None = None
         self.sender: SlackSender | None = None
         self.settings: Settings | None = None
+        self.directory: Path | None = None  # the temporary directory, while it exists
         self._log_handler: logging.Handler | None = None
         self._log_level = logging.NOTSET
+        self.log_path: Path | None = None  # where the bot's log (and the console's) goes
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -88,7 +90,7 @@ class Workspace:
     def _start(self) -> None:
         options = self.options
         self._tmp = tempfile.TemporaryDirectory(prefix="backupbot-console-")
-        directory = Path(self._tmp.name)
+        directory = self.directory = Path(self._tmp.name)
         self._route_logs(options.log_file or directory / "backupbot.log")
         vps_token = secrets.token_urlsafe(16)
         signing_secret = secrets.token_hex(16)
@@ -154,6 +156,9 @@ class Workspace:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+            self.directory = None
+            if self.options.log_file is None:
+                self.log_path = None
 
     def __enter__(self) -> Workspace:
         return self.start()
@@ -178,3 +183,4 @@ class Workspace:
         if root.level == logging.NOTSET or root.level > logging.INFO:
             root.setLevel(logging.INFO)
         self._log_handler = handler
+        self.log_path = path
