@@ -22,9 +22,9 @@ from slack_bolt import Ack, App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from waitress.server import create_server
 
+from bot.app import build_app
 from bot.config import load_settings
 from bot.simulator import Simulator
-from bot.slack.app import HttpServer, build_app
 from bot.slackdouble import SlackDouble, SlackSender
 from bot.vps.client import BackupsClient
 
@@ -99,7 +99,7 @@ def run(commands: int, latency: float) -> tuple[Result, Result]:
             env_file=None,
         )
         bot = build_app(settings)
-        ours = HttpServer(bot, host="127.0.0.1", port=0).start()
+        ours = bot.http_server(host="127.0.0.1", port=0).start()
         handler, vps = work_then_ack_app(simulator, slack)
         naive = create_server(handler, host="127.0.0.1", port=0, threads=8)
         naive_thread = threading.Thread(target=naive.run, daemon=True)

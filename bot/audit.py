@@ -48,16 +48,37 @@ _ADVISORY_LOCK = 0x6261636B  # "back": one writer at a time across instances (Po
 
 @dataclass(frozen=True)
 class Actor:
-    """A person acting through Slack (or the console), as Slack named them at the time."""
+    """A person acting through Slack (or the console), as Slack named them at the time.
+
+    `direct`: they are talking to the bot in their DM with it (the edge knows; the policy asks).
+    """
 
     user_id: str
     name: str = ""
     team_id: str | None = None
     channel_id: str | None = None
+    direct: bool = False
 
-    @property
-    def mention(self) -> str:
-        return f"<@{self.user_id}>"
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit row as a reviewer sees it (a plain copy, detached from the database)."""
+
+    id: int
+    occurred_at: datetime
+    actor_user_id: str
+    actor_name: str
+    channel_id: str | None
+    action: str
+    server_id: int | None
+    backup_id: int | None
+    outcome: str
+    provider_status: int | None
+    detail: str
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> AuditEntry:
+        return cls(**{field: getattr(event, field) for field in cls.__dataclass_fields__})
 
 
 def _canonical(value: Any) -> Any:
@@ -154,7 +175,7 @@ class AuditLog:
         server_id: int | None = None,
         action: str | None = None,
         since: datetime | None = None,
-    ) -> list[AuditEvent]:
+    ) -> list[AuditEntry]:
         """Newest first. `action` matches itself and its sub-actions (delete → delete.request)."""
         query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
         if user_id is not None:
@@ -168,7 +189,7 @@ class AuditLog:
         if since is not None:
             query = query.where(AuditEvent.occurred_at >= since)
         with self._sessions() as session:
-            return list(session.scalars(query))
+            return [AuditEntry.of(event) for event in session.scalars(query)]
 
     def _rows(self, since: datetime | None = None) -> Iterator[AuditEvent]:
         query = select(AuditEvent).order_by(AuditEvent.id)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import signal
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
 
+from bot.ages import AgeError, parse_age
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure as configure_logging
 
@@ -109,8 +109,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from slack_bolt.error import BoltError
     from slack_sdk.errors import SlackClientError
 
+    from bot.app import build_app
     from bot.db import SchemaOutOfDate
-    from bot.slack.app import HttpServer, build_app, run_socket_mode
+    from bot.slack.serving import HttpServer
 
     socket_mode = settings.socket_mode and not args.http
     try:
@@ -141,10 +142,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if socket_mode:
             logging.getLogger(__name__).info("Backup Bot running in Socket Mode")
-            run_socket_mode(bot, settings, stop)
+            bot.run_socket_mode(stop)
         else:
             port = args.port if args.port is not None else settings.port
-            server = HttpServer(bot, host=args.host, port=port)
+            server = bot.http_server(host=args.host, port=port)
             logging.getLogger(__name__).info(
                 "Backup Bot serving POST /slack/events and GET /healthz on %s:%s",
                 args.host,
@@ -205,11 +206,12 @@ def _db_upgrade(settings: Settings) -> int:
 
 
 def _age(value: str) -> timedelta:
-    match = re.fullmatch(r"(\d+)([mhdw])", value.strip().lower())
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected an age like 7d, 12h, 30m or 2w, got {value!r}")
-    unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
-    return timedelta(**{unit: int(match.group(1))})
+    try:
+        return parse_age(value)
+    except AgeError:
+        raise argparse.ArgumentTypeError(
+            f"expected an age like 7d, 12h, 30m or 2w (at most 100 years), got {value!r}"
+        ) from None
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:

@@ -36,6 +36,7 @@ class Action(enum.StrEnum):
     DELETE = "delete"
     RESTORE = "restore"
     APPROVE = "approve"
+    REJECT = "reject"
     AUDIT = "audit"
 
 
@@ -46,6 +47,7 @@ REQUIRED_ROLE: Mapping[Action, Role] = {
     Action.DELETE: Role.OPERATOR,
     Action.RESTORE: Role.OPERATOR,
     Action.APPROVE: Role.APPROVER,
+    Action.REJECT: Role.APPROVER,
     Action.AUDIT: Role.AUDITOR,
 }
 
@@ -66,10 +68,26 @@ class GroupDirectory(Protocol):
 
 @dataclass(frozen=True)
 class Decision:
+    """May this person do this here? When not, why: the channel is closed, or a role is missing."""
+
     allowed: bool
     action: Action
     required_role: Role | None = None
-    reason: str = ""
+    channel_closed: bool = False
+
+    @property
+    def role_variable(self) -> str | None:
+        """The setting an admin would change to grant the missing role."""
+        return ROLE_VARIABLE[self.required_role] if self.required_role else None
+
+    @property
+    def reason(self) -> str:
+        """One plain line for the audit table."""
+        if self.allowed:
+            return "allowed"
+        if self.channel_closed:
+            return "channel not in BACKUP_CHANNELS"
+        return f"{self.action.value} needs the {self.required_role} role ({self.role_variable})"
 
 
 class Policy:
@@ -100,29 +118,19 @@ class Policy:
             return frozenset(Role)
         return frozenset(held)
 
-    def check(self, user_id: str, action: Action, channel_id: str | None = None) -> Decision:
+    def check(
+        self, user_id: str, action: Action, channel_id: str | None = None, *, direct: bool = False
+    ) -> Decision:
+        """`direct`: the conversation is the person's DM with the bot (the edge knows which)."""
         needed = REQUIRED_ROLE[action]
-        if self._channels is not None and channel_id is not None:
-            direct = channel_id.startswith("D")
-            if channel_id not in self._channels and not (direct and action is Action.AUDIT):
-                return Decision(
-                    False,
-                    action,
-                    None,
-                    "`/backup` is not enabled in this channel; ask an admin to add it to "
-                    "BACKUP_CHANNELS, or use one of the backup channels.",
-                )
+        # Auditors may read the log in their DM, away from the channel's eyes.
+        closed = self._channels is not None and channel_id not in self._channels
+        if channel_id is not None and closed and not (direct and action is Action.AUDIT):
+            return Decision(False, action, None, channel_closed=True)
         # Only the role needed and admin: each user group costs a Web API call (cached).
         if self._holds(needed, user_id) or self._holds(Role.ADMIN, user_id):
             return Decision(True, action, needed)
-        return Decision(
-            False,
-            action,
-            needed,
-            f"*{action.value}* needs the *{needed.value}* role, which you do not have. "
-            f"Ask an admin to add you (or one of your user groups) to "
-            f"`{ROLE_VARIABLE[needed]}`.",
-        )
+        return Decision(False, action, needed)
 
     def _holds(self, role: Role, user_id: str) -> bool:
         principals = self._principals[role]

@@ -1,8 +1,9 @@
-"""The use-cases (list, create, delete backups) for an `Actor`: authorization, provider, audit.
+"""The use-cases, whole: each checks the policy, calls the provider, writes its audit rows, returns.
 
-Nothing here knows Slack. Every use-case checks the policy first, calls the provider, and writes
-one audit row whatever happens (allowed, denied, failed). Errors reach the caller as
-`ServiceError`s whose `str()` is fit to show the person who asked.
+Nothing here knows Slack or writes mrkdwn. A use-case returns facts (`Listing`, `CreateResult`, …)
+or raises a typed `ServiceError`; the edge (`bot/slack/`, the console) turns both into words. Where
+a flow must talk back mid-way — the "started" message whose `ts` becomes the thread of a new
+backup — it goes through a port (`StartAnnouncer`) that the edge implements.
 """
 
 from __future__ import annotations
@@ -13,27 +14,23 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from bot.audit import Actor, AuditLog
-from bot.db import AuditEvent, Outcome
-from bot.policy import Action, Decision, Policy
+from bot.audit import Actor, AuditEntry, AuditLog
+from bot.db import Outcome
+from bot.policy import REQUIRED_ROLE, Action, Decision, Policy
 from bot.vps.client import BackupsClient
 from bot.vps.errors import NotFound, VpsError
 from bot.vps.models import Backup, DeleteOutcome, ServerRef
 
 log = logging.getLogger(__name__)
 
-BACKUP_TYPES = ("manual", "automatic")
+
+# -- errors: what went wrong, as facts ------------------------------------------------------------
 
 
 class ServiceError(Exception):
-    """A use-case could not be done; `str()` says why, in words fit for the person who asked."""
-
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status_code = status_code
+    """A use-case could not be done. `str()` is a plain line for logs; the edge words it."""
 
 
 class Denied(ServiceError):
@@ -43,19 +40,76 @@ class Denied(ServiceError):
 
 
 class UnknownServer(ServiceError):
-    """No server of that name, or several: `candidates` lists the near matches."""
+    """`name` matches no server (`candidates`: names containing it) or several (`ambiguous`)."""
 
-    def __init__(self, message: str, candidates: tuple[ServerRef, ...] = ()) -> None:
-        super().__init__(message)
+    def __init__(
+        self, name: str, candidates: tuple[ServerRef, ...] = (), *, ambiguous: bool = False
+    ) -> None:
+        kind = "several servers are" if ambiguous else "no server is"
+        super().__init__(f"{kind} named {name!r}")
+        self.name = name
         self.candidates = candidates
+        self.ambiguous = ambiguous
+
+
+class NoSuchBackup(ServiceError):
+    def __init__(self, backup_id: int) -> None:
+        super().__init__(f"no backup {backup_id}")
+        self.backup_id = backup_id
 
 
 class ProviderError(ServiceError):
-    """The provider refused or failed; wraps the client's typed error."""
+    """The provider refused or failed; `error` is the client's typed error, `server_id` the
+    server the request was about (so the edge can point to its list after an unclear create)."""
 
-    def __init__(self, error: VpsError) -> None:
-        super().__init__(error.message, status_code=error.status_code)
+    def __init__(self, error: VpsError, server_id: int | None = None) -> None:
+        super().__init__(error.message)
         self.error = error
+        self.server_id = server_id
+        self.status_code = error.status_code
+
+
+class NotAvailable(ServiceError):
+    """A feature this version does not have yet (`feature` names it)."""
+
+    def __init__(self, feature: Action | str, subject: int | None = None) -> None:
+        super().__init__(f"{feature} is not available in this version")
+        self.feature = str(feature)
+        self.subject = subject
+
+
+# -- ports: what the use-cases need from the world around them -----------------------------------
+
+
+class BackupWatch(Protocol):
+    """The durable watcher, as the create flow sees it (`bot.watch.Watcher`)."""
+
+    def watch(self, backup: Backup, actor: Actor) -> int: ...
+
+    def attach_thread(self, job_id: int, channel_id: str | None, thread_ts: str | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """Where the "started" message went. `channel_id`/`ts` are None when it reached no one;
+    `problem` says why it is not in the requester's channel (the chat platform's error code)."""
+
+    channel_id: str | None
+    ts: str | None
+    problem: str | None = None
+
+    @property
+    def in_channel(self) -> bool:
+        return self.problem is None and self.ts is not None
+
+
+class StartAnnouncer(Protocol):
+    """Posts "backup N of SERVER started by …" where the requester is, else in their DM."""
+
+    def announce(self, backup: Backup, actor: Actor) -> Announcement: ...
+
+
+# -- results ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -72,10 +126,28 @@ class Listing:
 
 
 @dataclass(frozen=True)
+class CreateResult:
+    """A backup the provider started; `tracked`: a reply will come in its thread when it ends."""
+
+    backup: Backup
+    announcement: Announcement
+    tracked: bool
+
+
+@dataclass(frozen=True)
 class DeleteResult:
     backup_id: int
     outcome: DeleteOutcome | None  # None: it was already gone before we asked
-    backup: Backup | None = None
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """`/backup audit`'s filters; None means any."""
+
+    user_id: str | None = None
+    server: int | str | None = None
+    action: str | None = None
+    since: timedelta | None = None
 
 
 @dataclass
@@ -86,7 +158,7 @@ class _ServerCache:
 
 
 class BackupService:
-    """List, create and delete backups on behalf of a person. Thread-safe."""
+    """Every use-case of Backup Bot, on behalf of an `Actor`. Thread-safe."""
 
     def __init__(
         self,
@@ -94,12 +166,16 @@ class BackupService:
         audit: AuditLog,
         policy: Policy,
         *,
+        watcher: BackupWatch | None = None,
+        announcer: StartAnnouncer | None = None,
         server_cache_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.audit = audit
         self.policy = policy
+        self.watcher = watcher
+        self.announcer = announcer
         self._server_cache_seconds = server_cache_seconds
         self._clock = clock
         self._servers = _ServerCache()
@@ -108,7 +184,7 @@ class BackupService:
 
     def authorize(self, actor: Actor, action: Action, **context: Any) -> None:
         """Raise `Denied` (and audit the denial) unless the actor may do this here."""
-        decision = self.policy.check(actor.user_id, action, actor.channel_id)
+        decision = self.policy.check(actor.user_id, action, actor.channel_id, direct=actor.direct)
         if not decision.allowed:
             self.audit.record(
                 actor,
@@ -120,6 +196,12 @@ class BackupService:
                 detail=decision.reason,
             )
             raise Denied(decision)
+
+    def permissions(self, user_id: str) -> tuple[list[str], list[str]]:
+        """(roles held, actions allowed) of a person, sorted, for showing them what they may do."""
+        roles = self.policy.roles_of(user_id)
+        allowed = [action.value for action, role in REQUIRED_ROLE.items() if role in roles]
+        return sorted(role.value for role in roles), allowed
 
     # -- servers ----------------------------------------------------------------------------
 
@@ -140,19 +222,8 @@ class BackupService:
             if len(exact) == 1:
                 return exact[0]
             if len(exact) > 1:
-                listed = ", ".join(f"`{s.id}`" for s in exact)
-                raise UnknownServer(
-                    f"Several servers are named `{server}` ({listed}); use the numeric id.",
-                    exact,
-                )
-        near = tuple(s for s in servers if wanted in s.name.lower())
-        if near:
-            listed = ", ".join(f"`{s.name}` (`{s.id}`)" for s in near[:10])
-            raise UnknownServer(f"No server is named `{server}`. Did you mean {listed}?", near)
-        raise UnknownServer(
-            f"No server named `{server}` has any backups. Use the server's numeric id "
-            "(servers are found through their backups)."
-        )
+                raise UnknownServer(server, exact, ambiguous=True)
+        raise UnknownServer(server, tuple(s for s in servers if wanted in s.name.lower()))
 
     def _known_servers(self, *, refresh: bool) -> tuple[ServerRef, ...]:
         cache = self._servers
@@ -171,7 +242,16 @@ class BackupService:
             cache.expires = self._clock() + self._server_cache_seconds
         return servers
 
-    # -- use-cases --------------------------------------------------------------------------
+    # -- commands answered on the spot ---------------------------------------------------------
+
+    def command_answered(self, actor: Actor, text: str, problem: str | None = None) -> None:
+        """Record a command answered without any use-case: help, or text that did not parse."""
+        action, outcome = ("command", Outcome.ERROR) if problem else ("help", Outcome.OK)
+        self.audit.record(
+            actor, action, outcome, parameters={"text": text[:500]}, detail=problem or ""
+        )
+
+    # -- list -----------------------------------------------------------------------------
 
     def list_backups(
         self, actor: Actor, server: int | str | None = None, backup_type: str | None = None
@@ -186,8 +266,9 @@ class BackupService:
                 server_id=ref.id if ref else None, backup_type=backup_type
             )
         except VpsError as exc:
-            self._failed(actor, Action.LIST, exc, parameters, server_id=ref.id if ref else None)
-            raise ProviderError(exc) from None
+            server_id = ref.id if ref else None
+            self._failed(actor, Action.LIST, exc, parameters, server_id=server_id)
+            raise ProviderError(exc, server_id) from None
         backups = tuple(answer.newest_first())
         if ref is not None and backups:
             ref = backups[0].server
@@ -201,9 +282,17 @@ class BackupService:
         )
         return Listing(backups, ref, backup_type)
 
+    # -- create ---------------------------------------------------------------------------
+
     def create_backup(
         self, actor: Actor, server: int | str, description: str | None = None
-    ) -> Backup:
+    ) -> CreateResult:
+        """Start a backup, record it for the watcher, and announce it where the actor is.
+
+        The watch job is written before the announcement, so a crash in between still gets a
+        reply; once the provider has started the backup nothing here raises: the person must
+        hear that it started whatever fails after.
+        """
         parameters = {"server": server, "description": description}
         self.authorize(actor, Action.CREATE, **parameters)
         ref = self._resolve_audited(actor, Action.CREATE, server, parameters)
@@ -211,7 +300,7 @@ class BackupService:
             backup = self.client.create_backup(ref.id, description)
         except VpsError as exc:
             self._failed(actor, Action.CREATE, exc, parameters, server_id=ref.id)
-            raise ProviderError(exc) from None
+            raise ProviderError(exc, ref.id) from None
         self.audit.record(
             actor,
             Action.CREATE.value,
@@ -221,25 +310,66 @@ class BackupService:
             parameters=parameters,
             detail=f"backup {backup.id} started ({backup.status})",
         )
-        return backup
+        job_id = self._watch(actor, backup)
+        announcement = self._announce(actor, backup)
+        if job_id is not None and self.watcher is not None:
+            try:
+                self.watcher.attach_thread(job_id, announcement.channel_id, announcement.ts)
+            except Exception:
+                # The job exists: after a grace period its reply goes to the channel, unthreaded.
+                log.exception("could not attach the thread of backup %s", backup.id)
+        return CreateResult(backup, announcement, tracked=job_id is not None)
 
-    def backup_for_deletion(self, actor: Actor, backup_id: int) -> Backup:
-        """The backup a delete would remove, for the person to confirm (read-only)."""
+    def _watch(self, actor: Actor, backup: Backup) -> int | None:
+        if self.watcher is None:
+            return None
+        try:
+            return self.watcher.watch(backup, actor)
+        except Exception:
+            log.exception("could not write the watch job of backup %s", backup.id)
+            self._noted(actor, "create.untracked", backup, "the watch job could not be written")
+            return None
+
+    def _announce(self, actor: Actor, backup: Backup) -> Announcement:
+        if self.announcer is None:
+            return Announcement(None, None, "no chat to announce in")
+        try:
+            announcement = self.announcer.announce(backup, actor)
+        except Exception as exc:
+            log.exception("announcing backup %s failed", backup.id)
+            announcement = Announcement(None, None, type(exc).__name__)
+        if not announcement.in_channel:
+            where = "the requester's DM" if announcement.ts else "nowhere"
+            self._noted(
+                actor,
+                "create.notice",
+                backup,
+                f"started message not in channel: {announcement.problem}; sent to {where}",
+            )
+        return announcement
+
+    def _noted(self, actor: Actor, action: str, backup: Backup, detail: str) -> None:
+        self.audit.record(
+            actor,
+            action,
+            Outcome.ERROR,
+            server_id=backup.server.id,
+            backup_id=backup.id,
+            detail=detail,
+        )
+
+    # -- delete ---------------------------------------------------------------------------
+
+    def offer_delete(self, actor: Actor, backup_id: int) -> Backup:
+        """The backup a delete would remove, for the person to confirm (nothing is deleted)."""
         self.authorize(actor, Action.DELETE, backup_id=backup_id)
         try:
             backup = self.client.find_backup(backup_id)
         except NotFound:
             self.audit.record(
-                actor,
-                "delete.request",
-                Outcome.ERROR,
-                backup_id=backup_id,
-                detail="no such backup",
+                actor, "delete.request", Outcome.ERROR, backup_id=backup_id, detail="no such backup"
             )
-            raise ServiceError(
-                f"There is no backup `{backup_id}` (it may have been deleted or have expired). "
-                "`/backup list` shows what exists."
-            ) from None
+            raise NoSuchBackup(backup_id) from None
         except VpsError as exc:
             self._failed(actor, Action.DELETE, exc, {}, backup_id=backup_id)
             raise ProviderError(exc) from None
@@ -259,59 +389,62 @@ class BackupService:
         """`server_id`, when the caller knows it (the card did), goes into the audit rows."""
         self.authorize(actor, Action.DELETE, backup_id=backup_id, server_id=server_id)
         try:
-            outcome = self.client.delete_backup(backup_id)
+            outcome: DeleteOutcome | None = self.client.delete_backup(backup_id)
+            status, detail = 204, outcome.value  # type: ignore[union-attr]
         except NotFound as exc:
-            self.audit.record(
-                actor,
-                Action.DELETE.value,
-                Outcome.OK,
-                server_id=server_id,
-                backup_id=backup_id,
-                provider_status=exc.status_code,
-                detail="already gone",
-            )
-            return DeleteResult(backup_id, None)
+            outcome, status, detail = None, exc.status_code, "already gone"
         except VpsError as exc:
             self._failed(actor, Action.DELETE, exc, {}, server_id=server_id, backup_id=backup_id)
-            raise ProviderError(exc) from None
+            raise ProviderError(exc, server_id) from None
         self.audit.record(
             actor,
             Action.DELETE.value,
             Outcome.OK,
             server_id=server_id,
             backup_id=backup_id,
-            provider_status=204,
-            detail=outcome.value,
+            provider_status=status,
+            detail=detail,
         )
         return DeleteResult(backup_id, outcome)
 
-    def audit_trail(
-        self,
-        actor: Actor,
-        *,
-        user_id: str | None = None,
-        server: int | str | None = None,
-        action: str | None = None,
-        since: timedelta | None = None,
-        limit: int = 20,
-    ) -> list[AuditEvent]:
+    def cancel_delete(self, actor: Actor, backup_id: int | None, server_id: int | None) -> None:
+        """The person kept the backup: nothing to do but to say so on the record."""
+        self.audit.record(
+            actor, "delete.cancel", Outcome.OK, server_id=server_id, backup_id=backup_id
+        )
+
+    # -- restore (approvals are not built yet) ----------------------------------------------
+
+    def request_restore(self, actor: Actor, backup_id: int) -> None:
+        self.audit.record(
+            actor,
+            Action.RESTORE.value,
+            Outcome.ERROR,
+            backup_id=backup_id,
+            detail="restore approvals are not available in this version",
+        )
+        raise NotAvailable(Action.RESTORE, backup_id)
+
+    # -- audit review ---------------------------------------------------------------------
+
+    def audit_trail(self, actor: Actor, query: AuditQuery, limit: int = 20) -> list[AuditEntry]:
         """The newest audit rows matching the filters, for auditors. Reading is audited too."""
         parameters = {
-            "user": user_id,
-            "server": server,
-            "action_filter": action,
-            "since_seconds": since.total_seconds() if since else None,
+            "user": query.user_id,
+            "server": query.server,
+            "action_filter": query.action,
+            "since_seconds": query.since.total_seconds() if query.since else None,
         }
         self.authorize(actor, Action.AUDIT, **parameters)
         server_id = None
-        if server is not None:
-            server_id = self._resolve_audited(actor, Action.AUDIT, server, parameters).id
+        if query.server is not None:
+            server_id = self._resolve_audited(actor, Action.AUDIT, query.server, parameters).id
         rows = self.audit.recent(
             limit,
-            user_id=user_id,
+            user_id=query.user_id,
             server_id=server_id,
-            action=action,
-            since=datetime.now(UTC) - since if since else None,
+            action=query.action,
+            since=datetime.now(UTC) - query.since if query.since else None,
         )
         self.audit.record(
             actor,
@@ -322,6 +455,13 @@ class BackupService:
             detail=f"{len(rows)} rows shown",
         )
         return rows
+
+    def export_audit(self, actor: Actor) -> None:
+        self.authorize(actor, Action.AUDIT)
+        self.audit.record(
+            actor, "audit.export", Outcome.ERROR, detail="export from Slack is not built yet"
+        )
+        raise NotAvailable("audit export")
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -336,8 +476,8 @@ class BackupService:
                 action.value,
                 Outcome.ERROR,
                 parameters=parameters,
-                provider_status=exc.status_code,
-                detail=exc.message,
+                provider_status=getattr(exc, "status_code", None),
+                detail=str(exc),
             )
             raise
 

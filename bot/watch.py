@@ -73,13 +73,52 @@ class Delivery:
     note: str = ""  # e.g. "sent by DM: not_in_channel"
 
 
+@dataclass(frozen=True)
+class FinishedBackup:
+    """What a thread reply tells: the facts of one watch job whose outcome is known."""
+
+    backup_id: int
+    server_id: int
+    server_name: str
+    state: str  # a `WatchState` value other than watching
+    status: str  # the provider's last status text
+    size_mb: float | None
+    expires_at: datetime | None
+    created_at: datetime
+    finished_at: datetime | None
+    last_error: str
+    description: str
+    requester_id: str
+    channel_id: str | None
+    thread_ts: str | None
+
+    @classmethod
+    def of(cls, job: WatchJob) -> FinishedBackup:
+        return cls(
+            backup_id=job.backup_id,
+            server_id=job.server_id,
+            server_name=job.server_name,
+            state=job.state,
+            status=job.status,
+            size_mb=job.size_mb,
+            expires_at=job.expires_at,
+            created_at=job.backup_created_at,
+            finished_at=job.finished_at,
+            last_error=job.last_error,
+            description=job.description,
+            requester_id=job.requester_id,
+            channel_id=job.channel_id,
+            thread_ts=job.thread_ts,
+        )
+
+
 class Notifier(Protocol):
-    """Posts a finished job's reply (the Slack side implements it); raises `DeliveryFailed`.
+    """Posts a finished backup's reply (the Slack side implements it); raises `DeliveryFailed`.
 
     `direct=True` asks for the requester's DM instead of the channel (the last attempt).
     """
 
-    def notify(self, job: WatchJob, *, direct: bool = False) -> Delivery: ...
+    def notify(self, finished: FinishedBackup, *, direct: bool = False) -> Delivery: ...
 
 
 @dataclass
@@ -387,7 +426,9 @@ class Watcher:
             return False
         attempts = job.notify_attempts + 1
         try:
-            delivery = self._notifier.notify(job, direct=self._last_chance(job, now))
+            delivery = self._notifier.notify(
+                FinishedBackup.of(job), direct=self._last_chance(job, now)
+            )
         except Exception as exc:
             # DeliveryFailed, or anything else (a timeout may even hide a reply Slack took).
             reason = str(exc) if isinstance(exc, DeliveryFailed) else type(exc).__name__

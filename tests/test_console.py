@@ -23,6 +23,7 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 
+from bot.app import build_app
 from bot.cli import main
 from bot.config import load_settings
 from bot.console import ConsoleOptions, WorkspaceOptions, run
@@ -30,7 +31,6 @@ from bot.console.chat import Console, Terminal, _action_as_drawn
 from bot.console.render import Choice, Names, Style, display_width, format_date, mrkdwn, wrap
 from bot.console.workspace import Workspace
 from bot.simulator import Simulator
-from bot.slack.app import HttpServer, build_app
 from bot.slack.blocks import PAGE_SIZE, human_size
 from bot.slackdouble import Event, RecordedCall, RecordedResponse, SlackSender
 from bot.watch import WatchSettings
@@ -559,7 +559,7 @@ def test_the_console_sends_what_the_http_app_sends(
         first_poll=0.1, max_poll=0.1, tick=0.05, thread_grace=timedelta(seconds=30)
     )
     bot = build_app(load_settings(environ=environ, env_file=None), watch_settings=watch)
-    server = HttpServer(bot, host="127.0.0.1", port=0).start()
+    server = bot.http_server(host="127.0.0.1", port=0).start()
     sender = SlackSender(server.url, "another-secret", slack)
     bot.start_watcher()
     backup_id = int(simulator.add_backup(12346, size_mb=512)["id"])

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from bot.app import BackupBot, build_app
 from bot.config import load_settings
 from bot.db import AuditEvent, WatchJob, upgrade
 from bot.simulator import Simulator
 from bot.slack import blocks
-from bot.slack.app import BackupBot, HttpServer, build_app
 from bot.slackdouble import RecordedCall, RecordedResponse, SlackDouble, SlackSender
 from bot.watch import WatchSettings
 from tests.conftest import SIM_TOKEN
@@ -48,7 +48,7 @@ class AppRig:
         if database_url.startswith("postgresql"):
             upgrade(database_url)  # the release step; the app only auto-upgrades SQLite
         self.bot: BackupBot = build_app(self.settings, watch_settings=FAST_WATCH)
-        self.server = HttpServer(self.bot, host="127.0.0.1", port=0).start()
+        self.server = self.bot.http_server(host="127.0.0.1", port=0).start()
         self.sender = SlackSender(f"{self.server.url}/slack/events", SECRET, slack)
 
     def close(self) -> None:
@@ -98,7 +98,7 @@ class AppRig:
     ) -> list[AuditEvent]:
         deadline = time.monotonic() + timeout
         while True:
-            with self.bot.runtime.service.audit._sessions() as session:
+            with self.bot.sessions() as session:
                 query = select(AuditEvent).where(AuditEvent.action == action)
                 if outcome:
                     query = query.where(AuditEvent.outcome == outcome)
@@ -276,7 +276,7 @@ def test_create_posts_in_channel_and_replies_in_the_thread_when_done(rig: AppRig
     [created] = [b for b in rig.simulator._backups.values() if b.description == "before deploy"]  # type: ignore[attr-defined]
     deadline = time.monotonic() + 5
     while True:
-        with rig.bot.runtime.service.audit._sessions() as session:
+        with rig.bot.sessions() as session:
             job = session.scalars(select(WatchJob)).first()
         if (job and job.thread_ts) or time.monotonic() > deadline:
             break
@@ -469,7 +469,7 @@ def test_no_secret_reaches_logs_messages_or_the_audit_table(
     assert rig.audit("backup.completed")
     secrets = [SIM_TOKEN, rig.slack.bot_token, SECRET]
     everything = caplog.text + json.dumps([r.body for r in rig.slack.responses])
-    with rig.bot.runtime.service.audit._sessions() as session:
+    with rig.bot.sessions() as session:
         everything += json.dumps(
             [(e.detail, e.parameters) for e in session.scalars(select(AuditEvent))]
         )

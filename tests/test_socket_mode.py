@@ -15,11 +15,12 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.app import BackupBot, build_app
 from bot.config import load_settings
 from bot.db import upgrade
 from bot.simulator import Simulator
 from bot.slack import blocks
-from bot.slack.app import BackupBot, SocketModeRunner, build_app
+from bot.slack.serving import SocketModeRunner
 from bot.slackdouble import (
     RecordedCall,
     RecordedResponse,
@@ -57,7 +58,7 @@ class SocketRig:
         self.bot: BackupBot = build_app(self.settings, socket_mode=True, watch_settings=FAST_WATCH)
         self.threads_before = set(threading.enumerate())
         assert self.settings.slack_app_token is not None
-        self.runner = SocketModeRunner(self.bot, self.settings.slack_app_token.reveal())
+        self.runner = SocketModeRunner(self.bot.slack.app, self.settings.slack_app_token.reveal())
         self.runner.connect()
         self.runner_closed = False
 

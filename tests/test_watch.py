@@ -26,7 +26,7 @@ from bot.slack.notify import SlackNotifier
 from bot.slackdouble import RecordedCall, SlackDouble
 from bot.vps.client import BackupsClient
 from bot.vps.models import Backup
-from bot.watch import Watcher, WatchSettings
+from bot.watch import FinishedBackup, Watcher, WatchSettings
 from tests.conftest import SIM_TOKEN
 
 FAST = WatchSettings(
@@ -320,7 +320,7 @@ class FlakyNotifier:
     def __init__(self, inner: SlackNotifier, backup_id: int) -> None:
         self.inner, self.backup_id, self.raised = inner, backup_id, 0
 
-    def notify(self, job: WatchJob, *, direct: bool = False) -> Any:
+    def notify(self, job: FinishedBackup, *, direct: bool = False) -> Any:
         if job.backup_id == self.backup_id and not self.raised:
             self.raised += 1
             raise TimeoutError("read timed out")

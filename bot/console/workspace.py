@@ -18,10 +18,11 @@ from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 
+from bot.app import BackupBot, build_app
 from bot.config import Settings, load_settings
 from bot.console.options import WorkspaceOptions
 from bot.simulator import Simulator
-from bot.slack.app import BackupBot, HttpServer, build_app
+from bot.slack.serving import HttpServer
 from bot.slackdouble import SlackDouble, SlackSender
 from bot.watch import WatchSettings
 
@@ -124,7 +125,7 @@ class Workspace:
             thread_grace=timedelta(seconds=30),
         )
         self.bot = build_app(self.settings, watch_settings=watch)
-        self.server = HttpServer(self.bot, host="127.0.0.1", port=0).start()
+        self.server = self.bot.http_server(host="127.0.0.1", port=0).start()
         self.sender = SlackSender(f"{self.server.url}/slack/events", signing_secret, self.slack)
         self.bot.start_watcher()
 

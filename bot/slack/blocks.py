@@ -28,8 +28,23 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.db import AuditEvent, WatchJob
-from bot.vps.models import Backup, Phase
+from bot.audit import AuditEntry
+from bot.policy import Decision
+from bot.service import (
+    CreateResult,
+    DeleteResult,
+    Denied,
+    Listing,
+    NoSuchBackup,
+    NotAvailable,
+    ProviderError,
+    ServiceError,
+    UnknownServer,
+)
+from bot.slack.parser import COMMAND_NAME
+from bot.vps.errors import OutcomeUnknown
+from bot.vps.models import BACKUP_TYPES, Backup, Phase, ServerRef
+from bot.watch import FinishedBackup
 
 PAGE_SIZE = 10
 
@@ -118,26 +133,28 @@ class PageState:
         page = data.get("p")
         if server_id is not None and not isinstance(server_id, int):
             raise ValueError("bad server id")
-        if backup_type not in (None, "manual", "automatic"):
+        if backup_type is not None and backup_type not in BACKUP_TYPES:
             raise ValueError("bad backup type")
         if not isinstance(page, int) or page < 0:
             raise ValueError("bad page")
         return cls(server_id, backup_type, page, bool(data.get("pub", False)))
 
 
-def backup_list(
-    backups: Sequence[Backup],
-    *,
-    state: PageState,
-    title: str,
-    total_size_mb: float,
-) -> dict[str, Any]:
+def backup_list(listing: Listing, *, page: int = 0, public: bool = False) -> dict[str, Any]:
+    """One page of a listing, titled by what was asked, with Previous/Next that rebuild it."""
+    backups = listing.backups
+    title = "Backups"
+    if listing.server is not None:
+        title += f" of {listing.server.name}"
+    if listing.backup_type:
+        title = f"{listing.backup_type.capitalize()} b{title[1:]}"
+    server_id = listing.server.id if listing.server else None
     pages = max(1, math.ceil(len(backups) / PAGE_SIZE))
-    page = min(state.page, pages - 1)
+    page = min(page, pages - 1)
     shown = backups[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
     summary = (
         f"{len(backups)} backup{'s' if len(backups) != 1 else ''}, "
-        f"{human_size(total_size_mb)} in all"
+        f"{human_size(listing.total_size_mb)} in all"
     )
     if pages > 1:
         summary += f" · page {page + 1} of {pages}"
@@ -150,29 +167,17 @@ def backup_list(
         blocks.append(SectionBlock(text=MarkdownTextObject(text="No backups match.")))
     for backup in shown:
         blocks.append(_backup_row(backup))
-    if pages > 1:
-        buttons = []
-        if page > 0:
-            buttons.append(
-                ButtonElement(
-                    text="◀ Previous",
-                    action_id=f"{LIST_PAGE}_prev",
-                    value=PageState(
-                        state.server_id, state.backup_type, page - 1, state.public
-                    ).encode(),
-                )
-            )
-        if page < pages - 1:
-            buttons.append(
-                ButtonElement(
-                    text="Next ▶",
-                    action_id=f"{LIST_PAGE}_next",
-                    value=PageState(
-                        state.server_id, state.backup_type, page + 1, state.public
-                    ).encode(),
-                )
-            )
-        blocks.append(ActionsBlock(block_id="list_pager", elements=buttons))
+    pager = [
+        ButtonElement(
+            text=label,
+            action_id=f"{LIST_PAGE}_{name}",
+            value=PageState(server_id, listing.backup_type, target, public).encode(),
+        )
+        for name, label, target in (("prev", "◀ Previous", page - 1), ("next", "Next ▶", page + 1))
+        if 0 <= target < pages
+    ]
+    if pager:
+        blocks.append(ActionsBlock(block_id="list_pager", elements=pager))
     return _message(f"{title}: {summary}", blocks)
 
 
@@ -202,23 +207,38 @@ def _backup_row(backup: Backup) -> SectionBlock:
 
 
 def backup_started(backup: Backup, requester_id: str) -> dict[str, Any]:
-    description = f" — _{_escape(backup.description[:500])}_" if backup.description else ""
+    """The in-channel "started" message; its ts becomes the thread of the outcome reply."""
+    return _started_message(
+        backup.id,
+        backup.server,
+        requester_id,
+        backup.description,
+        icon="⏳",
+        status=f"{_escape(backup.status)} · I'll reply in this thread when it finishes.",
+        fallback=f"Backup {backup.id} of {backup.server.name} started by <@{requester_id}>",
+    )
+
+
+def _started_message(
+    backup_id: int,
+    server: ServerRef,
+    requester_id: str,
+    description: str,
+    *,
+    icon: str,
+    status: str,
+    fallback: str,
+) -> dict[str, Any]:
+    described = f" — _{_escape(description[:500])}_" if description else ""
     text = (
-        f"⏳ Backup *{backup.id}* of *{_escape(backup.server.name)}* (`{backup.server.id}`) "
-        f"started by <@{requester_id}>{description}"
+        f"{icon} Backup *{backup_id}* of *{_escape(server.name)}* (`{server.id}`) "
+        f"started by <@{requester_id}>{described}"
     )
     return _message(
-        f"Backup {backup.id} of {backup.server.name} started by <@{requester_id}>",
+        fallback,
         [
             SectionBlock(text=MarkdownTextObject(text=text)),
-            ContextBlock(
-                elements=[
-                    MarkdownTextObject(
-                        text=f"Status: {_escape(backup.status)} · I'll reply in this thread "
-                        "when it finishes."
-                    )
-                ]
-            ),
+            ContextBlock(elements=[MarkdownTextObject(text=f"Status: {status}")]),
         ],
     )
 
@@ -269,6 +289,14 @@ def delete_card(backup: Backup) -> dict[str, Any]:
     )
 
 
+def deleted(result: DeleteResult, user_id: str) -> dict[str, Any]:
+    if result.outcome is None:
+        return notice(
+            f"Backup {result.backup_id} no longer exists: it was already deleted or expired."
+        )
+    return notice(f"🗑️ Backup {result.backup_id} deleted by <@{user_id}>.")
+
+
 # -- help ------------------------------------------------------------------------------------
 
 
@@ -300,7 +328,8 @@ def help_message(usage: str) -> dict[str, Any]:
             ContextBlock(
                 elements=[
                     MarkdownTextObject(
-                        text="Use a backup's ⋯ menu in `/backup list` to delete or restore it."
+                        text=f"Use a backup's ⋯ menu in `{COMMAND_NAME} list` to delete or "
+                        "restore it."
                     )
                 ]
             ),
@@ -323,7 +352,7 @@ def home_view(usage: str, roles: Sequence[str], actions: Sequence[str]) -> dict[
                 SectionBlock(
                     text=MarkdownTextObject(
                         text="List, create and delete your VPS backups from any channel with "
-                        "`/backup`. Every action is recorded in the audit log."
+                        f"`{COMMAND_NAME}`. Every action is recorded in the audit log."
                     )
                 ),
                 SectionBlock(
@@ -341,13 +370,13 @@ def home_view(usage: str, roles: Sequence[str], actions: Sequence[str]) -> dict[
 _OUTCOME_ICON = {"completed": "✅", "failed": "❌", "vanished": "⚠️", "gave_up": "⚠️"}
 
 
-def _outcome_text(job: WatchJob) -> str:
+def _outcome_text(job: FinishedBackup) -> str:
     server = f"*{_escape(job.server_name)}* (`{job.server_id}`)"
     icon = _OUTCOME_ICON.get(job.state, "•")
     if job.state == "completed":
         took = ""
         if job.finished_at is not None:
-            seconds = (job.finished_at - job.backup_created_at).total_seconds()
+            seconds = (job.finished_at - job.created_at).total_seconds()
             took = f" in about {human_duration(seconds)}"
         expires = slack_date(job.expires_at, "{date_short_pretty}") if job.expires_at else "never"
         return (
@@ -365,43 +394,39 @@ def _outcome_text(job: WatchJob) -> str:
         return (
             f"{icon} Backup *{job.backup_id}* of {server} disappeared from the provider's list "
             f"before it finished, so there is no such backup now. <@{job.requester_id}>, check "
-            f"`/backup list {job.server_id}`."
+            f"`{COMMAND_NAME} list {job.server_id}`."
         )
     reason = f" Last thing heard: {_escape(job.last_error[:1500])}." if job.last_error else ""
     return (
         f"{icon} I stopped tracking backup *{job.backup_id}* of {server}: no final answer from "
         f"the provider in time.{reason} <@{job.requester_id}>, check it with "
-        f"`/backup list {job.server_id}`."
+        f"`{COMMAND_NAME} list {job.server_id}`."
     )
 
 
-def backup_finished(job: WatchJob, *, via_dm: bool = False) -> dict[str, Any]:
+def backup_finished(job: FinishedBackup, *, via_dm: bool = False) -> dict[str, Any]:
     text = _outcome_text(job)
     if via_dm and job.channel_id:
         text += f"\n_(I could not post in <#{job.channel_id}>, so this comes to you directly.)_"
     return _message(_plain_fallback(text), [SectionBlock(text=MarkdownTextObject(text=text))])
 
 
-def backup_started_final(job: WatchJob) -> dict[str, Any]:
+def backup_started_final(job: FinishedBackup) -> dict[str, Any]:
     """The parent "started" message, rewritten with its final status line."""
-    description = f" — _{_escape(job.description[:500])}_" if job.description else ""
-    icon = _OUTCOME_ICON.get(job.state, "•")
     status = {
         "completed": f"completed · {human_size(job.size_mb)}",
         "failed": f"failed ({_escape(job.status)})",
         "vanished": "disappeared before finishing",
         "gave_up": "unknown (tracking gave up)",
     }.get(job.state, job.state)
-    text = (
-        f"{icon} Backup *{job.backup_id}* of *{_escape(job.server_name)}* (`{job.server_id}`) "
-        f"started by <@{job.requester_id}>{description}"
-    )
-    return _message(
-        f"Backup {job.backup_id} of {job.server_name}: {status}",
-        [
-            SectionBlock(text=MarkdownTextObject(text=text)),
-            ContextBlock(elements=[MarkdownTextObject(text=f"Status: {status}")]),
-        ],
+    return _started_message(
+        job.backup_id,
+        ServerRef(job.server_id, job.server_name),
+        job.requester_id,
+        job.description,
+        icon=_OUTCOME_ICON.get(job.state, "•"),
+        status=status,
+        fallback=f"Backup {job.backup_id} of {job.server_name}: {status}",
     )
 
 
@@ -410,7 +435,7 @@ def backup_started_final(job: WatchJob) -> dict[str, Any]:
 _AUDIT_ICON = {"ok": "✅", "denied": "⛔", "error": "⚠️"}
 
 
-def audit_trail(rows: Sequence[AuditEvent], filters: str) -> dict[str, Any]:
+def audit_trail(rows: Sequence[AuditEntry], filters: str) -> dict[str, Any]:
     """The newest audit rows, one section each (at most 20, well inside 50 blocks)."""
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text="Audit log")),
@@ -445,3 +470,112 @@ def audit_trail(rows: Sequence[AuditEvent], filters: str) -> dict[str, Any]:
             )
         )
     return _message(f"Audit log: {len(rows)} rows", blocks)
+
+
+# -- errors and notes: the domain's facts in words -------------------------------------------
+
+# Why the bot could not post in a channel, in words for the person who asked.
+_NOT_POSTABLE = {
+    "not_in_channel": "I'm not a member of this channel",
+    "channel_not_found": "I can't see this channel (private, or a DM I'm not part of)",
+    "is_archived": "this channel is archived",
+    "restricted_action": "posting in this channel is restricted",
+    "unreachable": "Slack could not be reached",
+    "no_channel": "I could not post in this channel",
+}
+
+
+def denial(decision: Decision) -> str:
+    if decision.channel_closed:
+        return (
+            f"`{COMMAND_NAME}` is not enabled in this channel; ask an admin to add it to "
+            "BACKUP_CHANNELS, or use one of the backup channels."
+        )
+    return (
+        f"*{decision.action.value}* needs the *{decision.required_role}* role, which you do not "
+        "have. Ask an admin to add you (or one of your user groups) to "
+        f"`{decision.role_variable}`."
+    )
+
+
+def _unknown_server(error: UnknownServer) -> str:
+    name = _escape(error.name)
+    if error.ambiguous:
+        listed = ", ".join(f"`{s.id}`" for s in error.candidates)
+        return f"Several servers are named `{name}` ({listed}); use the numeric id."
+    if error.candidates:
+        listed = ", ".join(f"`{_escape(s.name)}` (`{s.id}`)" for s in error.candidates[:10])
+        return f"No server is named `{name}`. Did you mean {listed}?"
+    return (
+        f"No server named `{name}` has any backups. Use the server's numeric id "
+        "(servers are found through their backups)."
+    )
+
+
+def _not_available(error: NotAvailable) -> str:
+    if error.feature == "restore":
+        return (
+            f"Restoring backup {error.subject} needs an approval flow that this version of "
+            "Backup Bot does not have yet, so nothing was restored. Until it does, restore "
+            "from the provider's control panel."
+        )
+    return (
+        "Exporting from Slack is not in this version yet (it would need the `files:write` "
+        "scope). An operator can run `backupbot audit export --since 7d -o audit.csv`."
+    )
+
+
+def error_notice(error: ServiceError) -> dict[str, Any]:
+    """What a person sees when a use-case could not be done."""
+    if isinstance(error, Denied):
+        return notice(f"⛔ {denial(error.decision)}")
+    if isinstance(error, NotAvailable):
+        return notice(_not_available(error))
+    if isinstance(error, UnknownServer):
+        text = _unknown_server(error)
+    elif isinstance(error, NoSuchBackup):
+        text = (
+            f"There is no backup `{error.backup_id}` (it may have been deleted or have expired). "
+            f"`{COMMAND_NAME} list` shows what exists."
+        )
+    elif isinstance(error, ProviderError):
+        text = _escape(error.error.message)
+        if isinstance(error.error, OutcomeUnknown) and error.server_id is not None:
+            text += f" `{COMMAND_NAME} list {error.server_id}` shows them."
+    else:
+        text = _escape(str(error))
+    return notice(f"⚠️ {text}")
+
+
+def unexpected_failure(what: str, reference: str) -> dict[str, Any]:
+    return notice(
+        f"⚠️ Something went wrong on our side while trying to {what}; it may not have "
+        "finished. Check the result before trying again. Reference for the bot's operators: "
+        f"`{reference}`."
+    )
+
+
+def create_notes(result: CreateResult) -> dict[str, Any] | None:
+    """A private word to the requester when the "started" message or tracking went astray."""
+    backup, announcement = result.backup, result.announcement
+    notes = []
+    if not announcement.in_channel:
+        problem = announcement.problem or "no_channel"
+        reason = _NOT_POSTABLE.get(problem, f"Slack refused the message ({problem})")
+        where = "our DM" if announcement.ts else "nowhere else, so keep this message"
+        invite = (
+            " Invite me with `/invite @Backup Bot` to get it here next time."
+            if problem == "not_in_channel"
+            else ""
+        )
+        notes.append(f"{reason}, so its progress goes to {where}.{invite}")
+    if not result.tracked:
+        notes.append(
+            "I could not record it for tracking, so no reply will come when it finishes: "
+            f"check `{COMMAND_NAME} list {backup.server.id}` later."
+        )
+    if not notes:
+        return None
+    return notice(
+        f"✅ Backup *{backup.id}* of *{_escape(backup.server.name)}* started. " + " ".join(notes)
+    )

@@ -16,19 +16,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal, NoReturn, TypeAlias
 
+from bot.ages import UNIT_NAMES, AgeError, AgeProblem, parse_age
+from bot.policy import Action
+from bot.vps.models import BACKUP_TYPES, BackupType
+
 COMMAND_NAME = "/backup"
 
-BackupType: TypeAlias = Literal["manual", "automatic"]
-BACKUP_TYPES: tuple[BackupType, ...] = ("manual", "automatic")
-AUDIT_ACTIONS: tuple[str, ...] = (
-    "list",
-    "create",
-    "delete",
-    "restore",
-    "approve",
-    "reject",
-    "audit",
-)
+AUDIT_ACTIONS: tuple[str, ...] = tuple(action.value for action in Action)
 SUBCOMMANDS: tuple[str, ...] = ("help", "list", "create", "delete", "restore", "audit")
 
 _USAGE_LINES: dict[str, tuple[str, ...]] = {
@@ -84,6 +78,11 @@ class ServerSpec:
 
     def __str__(self) -> str:
         return str(self.id) if self.id is not None else str(self.name)
+
+    @property
+    def argument(self) -> int | str:
+        """What the use-cases take: the id, or the name to look up."""
+        return self.id if self.id is not None else str(self.name)
 
 
 @dataclass(frozen=True)
@@ -408,25 +407,29 @@ def _backup_id(token: _Token, subcommand: str) -> int:
     return number
 
 
-_SINCE = re.compile(r"([0-9]+)([a-z]+)?")
-_SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_SINCE_MAX = timedelta(days=36525)  # a century: plenty for an audit log, far from overflow
+_SINCE_HINT = f"a number and a unit, {UNIT_NAMES}, like `since:7d`"
+
+
+def _is_age(word: str) -> bool:
+    try:
+        parse_age(word)
+    except AgeError as error:
+        return error.problem in (AgeProblem.ZERO, AgeProblem.TOO_FAR)
+    return True
 
 
 def _since(value: str) -> timedelta:
-    match = _SINCE.fullmatch(value.lower())
-    hint = "a number and a unit, m (minutes), h (hours), d (days) or w (weeks), like `since:7d`"
-    if not match or not match.group(2):
-        _fail(f"`since:` takes {hint}; {_show(value)} is not one.", "audit")
-    unit = _SINCE_UNITS.get(match.group(2))
-    if unit is None:
-        _fail(f"{_show(match.group(2))} is not a unit of `since:`: it takes {hint}.", "audit")
-    digits = match.group(1).lstrip("0")
-    if not digits:
+    try:
+        return parse_age(value)
+    except AgeError as error:
+        problem, text = error.problem, error.text
+    if problem is AgeProblem.UNKNOWN_UNIT:
+        _fail(f"{_show(text)} is not a unit of `since:`: it takes {_SINCE_HINT}.", "audit")
+    if problem is AgeProblem.ZERO:
         _fail("`since:` must be longer than zero, like `since:7d`.", "audit")
-    if len(digits) > 8 or timedelta(**{unit: int(digits)}) > _SINCE_MAX:
+    if problem is AgeProblem.TOO_FAR:
         _fail(f"`since:{value}` goes back too far; the limit is 100 years.", "audit")
-    return timedelta(**{unit: int(digits)})
+    _fail(f"`since:` takes {_SINCE_HINT}; {_show(value)} is not one.", "audit")
 
 
 def _description(raw: str) -> str | None:
@@ -551,7 +554,7 @@ def _unknown_audit_word(token: _Token) -> str:
     suggestion: str | None = None
     if lowered in AUDIT_ACTIONS:
         suggestion = f"action:{lowered}"
-    elif (match := _SINCE.fullmatch(lowered)) and match.group(2) in _SINCE_UNITS:
+    elif _is_age(lowered):
         suggestion = f"since:{lowered}"
     elif _SERVER_NAME.fullmatch(word):
         suggestion = f"server:{word}"

@@ -184,7 +184,7 @@ class BackupsClient:
                 raise OutcomeUnknown(
                     f"The provider did not answer in time while creating a backup of server "
                     f"{server_id}, and no new backup of it has appeared yet. It may still appear: "
-                    f"check `/backup list {server_id}` in a minute before trying again.",
+                    "check its backups in a minute before trying again.",
                 ) from None
             self._log_response(response)
             if response.is_success:
@@ -384,8 +384,8 @@ class BackupsClient:
             except VpsError as exc:
                 raise OutcomeUnknown(
                     f"The provider did not confirm the backup of server {server_id}, and "
-                    f"listing its backups to check failed too ({exc.message}). Check "
-                    f"`/backup list {server_id}` before trying again.",
+                    f"listing its backups to check failed too ({exc.message}). Check its backups "
+                    "before trying again.",
                     status_code=exc.status_code,
                 ) from None
             new = [b for b in listing.backups if b.id not in known and b.is_manual]

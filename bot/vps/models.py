@@ -10,11 +10,14 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 from bot.vps.errors import UnexpectedResponse
 
 log = logging.getLogger(__name__)
+
+BackupType: TypeAlias = Literal["manual", "automatic"]
+BACKUP_TYPES: tuple[BackupType, ...] = ("manual", "automatic")  # the `backup_type` filter's values
 
 COMPLETED_STATUSES = frozenset({"completed"})
 RUNNING_STATUSES = frozenset({"in_progress", "pending", "queued", "creating", "running"})

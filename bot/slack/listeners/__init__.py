@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from slack_bolt import App
 
+from bot.slack.edge import SlackEdge
 from bot.slack.listeners import actions, commands, events
-from bot.slack.runtime import Runtime
 
 
-def register_listeners(app: App, runtime: Runtime) -> None:
-    commands.register(app, runtime)
-    actions.register(app, runtime)
-    events.register(app, runtime)
+def register_listeners(app: App, edge: SlackEdge) -> None:
+    commands.register(app, edge)
+    actions.register(app, edge)
+    events.register(app, edge)

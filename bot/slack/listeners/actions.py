@@ -9,40 +9,25 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 
 from bot.audit import Actor
-from bot.db import Outcome
 from bot.slack import blocks
-from bot.slack.listeners.commands import offer_delete, restore_unavailable, show_list
-from bot.slack.runtime import Runtime
+from bot.slack.edge import SlackEdge
+from bot.slack.listeners.replies import offer_delete, show_list
 
 log = logging.getLogger(__name__)
 
 
-def register(app: App, runtime: Runtime) -> None:
-    app.action(re.compile(rf"^({blocks.LIST_PAGE}|{blocks.HELP_LIST})_"))(_list_page(runtime))
-    app.action(blocks.BACKUP_MENU)(_backup_menu(runtime))
-    app.action(blocks.DELETE_CONFIRM)(_delete_confirm(runtime))
-    app.action(blocks.DELETE_CANCEL)(_delete_cancel(runtime))
+def register(app: App, edge: SlackEdge) -> None:
+    app.action(re.compile(rf"^({blocks.LIST_PAGE}|{blocks.HELP_LIST})_"))(_list_page(edge))
+    app.action(blocks.BACKUP_MENU)(_backup_menu(edge))
+    app.action(blocks.DELETE_CONFIRM)(_delete_confirm(edge))
+    app.action(blocks.DELETE_CANCEL)(_delete_cancel(edge))
 
 
-def _where(body: dict[str, Any]) -> tuple[str, str, str | None, str | None]:
-    user = body.get("user") or {}
-    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
-        "channel_id"
-    )
-    team = user.get("team_id") or (body.get("team") or {}).get("id")
-    return user["id"], user.get("name") or user.get("username") or "", team, channel
+def _later(edge: SlackEdge, body: dict[str, Any], respond: Respond, what: str, job: Any) -> None:
+    edge.later(job, respond=respond, who=lambda: edge.actor_of(body), what=what)
 
 
-def _later(runtime: Runtime, body: dict[str, Any], respond: Respond, what: str, job: Any) -> None:
-    user_id, name, team_id, channel_id = _where(body)
-
-    def run() -> None:
-        job(runtime.actor(user_id, name, team_id, channel_id))
-
-    runtime.later(run, respond=respond, user_id=user_id, channel_id=channel_id, what=what)
-
-
-def _list_page(runtime: Runtime) -> Any:
+def _list_page(edge: SlackEdge) -> Any:
     def handle_list_page(
         ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
     ) -> None:
@@ -56,22 +41,22 @@ def _list_page(runtime: Runtime) -> Any:
 
         def job(actor: Actor) -> None:
             show_list(
-                runtime,
+                edge,
                 actor,
                 respond,
-                server=state.server_id,
-                backup_type=state.backup_type,
+                state.server_id,
+                state.backup_type,
                 page=state.page,
                 public=state.public,
                 replace_original=paging,
             )
 
-        _later(runtime, body, respond, "list backups", job)
+        _later(edge, body, respond, "list backups", job)
 
     return handle_list_page
 
 
-def _backup_menu(runtime: Runtime) -> Any:
+def _backup_menu(edge: SlackEdge) -> Any:
     def handle_backup_menu(
         ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
     ) -> None:
@@ -85,16 +70,16 @@ def _backup_menu(runtime: Runtime) -> Any:
 
         def job(actor: Actor) -> None:
             if verb == "delete":
-                offer_delete(runtime, actor, respond, backup_id)
+                offer_delete(edge, actor, respond, backup_id)
             else:
-                restore_unavailable(runtime, actor, respond, backup_id)
+                edge.service.request_restore(actor, backup_id)
 
-        _later(runtime, body, respond, f"{verb} backup {backup_id}", job)
+        _later(edge, body, respond, f"{verb} backup {backup_id}", job)
 
     return handle_backup_menu
 
 
-def _delete_confirm(runtime: Runtime) -> Any:
+def _delete_confirm(edge: SlackEdge) -> Any:
     def handle_delete_confirm(
         ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
     ) -> None:
@@ -103,24 +88,18 @@ def _delete_confirm(runtime: Runtime) -> Any:
         if ids is None:
             log.warning("ignoring a delete button with a malformed value")
             return
-        backup_id, server_id = ids
 
         def job(actor: Actor) -> None:
-            result = runtime.service.delete_backup(actor, backup_id, server_id)
-            if result.outcome is None:
-                text = f"Backup {backup_id} no longer exists: it was already deleted or expired."
-            else:
-                text = f"🗑️ Backup {backup_id} deleted by <@{actor.user_id}>."
-            runtime.reply_private(
-                respond, actor.user_id, actor.channel_id, blocks.notice(text), replace_original=True
-            )
+            result = edge.service.delete_backup(actor, *ids)
+            message = blocks.deleted(result, actor.user_id)
+            edge.reply_private(respond, actor, message, replace_original=True)
 
-        _later(runtime, body, respond, f"delete backup {backup_id}", job)
+        _later(edge, body, respond, f"delete backup {ids[0]}", job)
 
     return handle_delete_confirm
 
 
-def _delete_cancel(runtime: Runtime) -> Any:
+def _delete_cancel(edge: SlackEdge) -> Any:
     def handle_delete_cancel(
         ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
     ) -> None:
@@ -128,18 +107,11 @@ def _delete_cancel(runtime: Runtime) -> Any:
         backup_id, server_id = _ids(action.get("value")) or (None, None)
 
         def job(actor: Actor) -> None:
-            runtime.service.audit.record(
-                actor, "delete.cancel", Outcome.OK, server_id=server_id, backup_id=backup_id
-            )
-            runtime.reply_private(
-                respond,
-                actor.user_id,
-                actor.channel_id,
-                blocks.notice(f"Kept backup {backup_id or ''}: nothing was deleted."),
-                replace_original=True,
-            )
+            edge.service.cancel_delete(actor, backup_id, server_id)
+            message = blocks.notice(f"Kept backup {backup_id or ''}: nothing was deleted.")
+            edge.reply_private(respond, actor, message, replace_original=True)
 
-        _later(runtime, body, respond, "cancel a delete", job)
+        _later(edge, body, respond, "cancel a delete", job)
 
     return handle_delete_cancel
 

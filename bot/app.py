@@ -1,0 +1,119 @@
+"""Wiring: settings → database → provider client → use-cases → watcher → the Slack app.
+
+The one place that knows how the parts fit; `BackupBot.close()` releases them all, in order.
+Production (`backupbot run`), the console and the tests all build the bot here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.audit import AuditLog
+from bot.config import Settings
+from bot.db import ensure_schema, make_engine, make_session_factory
+from bot.policy import Policy
+from bot.service import BackupService
+from bot.slack.app import SlackApp, SlackConnection, build_slack_app
+from bot.slack.serving import HttpServer, run_socket_mode
+from bot.vps.client import BackupsClient
+from bot.watch import Watcher, WatchSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BackupBot:
+    """The bot and everything it owns."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    vps: BackupsClient
+    service: BackupService
+    watcher: Watcher
+    slack: SlackApp
+
+    def healthy(self) -> bool:
+        """Whether the database answers (for `/healthz`)."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return True
+        except Exception as exc:
+            log.warning("health check: database unreachable (%s)", type(exc).__name__)
+            return False
+
+    def start_watcher(self) -> BackupBot:
+        """Start replying in threads when backups finish (jobs left by a restart included)."""
+        self.watcher.start()
+        return self
+
+    def http_server(self, host: str = "0.0.0.0", port: int = 3000) -> HttpServer:  # noqa: S104
+        return HttpServer(self.slack.app, self.healthy, host=host, port=port)
+
+    def run_socket_mode(self, stop: threading.Event | None = None) -> None:
+        assert self.settings.slack_app_token is not None
+        run_socket_mode(self.slack.app, self.settings.slack_app_token.reveal(), stop)
+
+    def close(self) -> None:
+        self.watcher.stop()
+        self.slack.close()
+        self.vps.close()
+        self.engine.dispose()
+
+
+def build_app(
+    settings: Settings,
+    *,
+    socket_mode: bool | None = None,
+    vps: BackupsClient | None = None,
+    client: Any = None,
+    watch_settings: WatchSettings | None = None,
+    verify_token: bool = True,
+) -> BackupBot:
+    """`client`: a `slack_sdk.WebClient` to use instead of one on SLACK_API_URL."""
+    settings.require("SLACK_BOT_TOKEN", "VPS_API_TOKEN")
+    socket_mode = settings.socket_mode if socket_mode is None else socket_mode
+    if not socket_mode:
+        settings.require("SLACK_SIGNING_SECRET")
+    engine = make_engine(settings.database_url)
+    ensure_schema(engine)
+    sessions = make_session_factory(engine)
+    if vps is None:
+        assert settings.vps_api_token is not None
+        vps = BackupsClient(
+            settings.vps_api_url,
+            settings.vps_api_token,
+            read_timeout=settings.vps_timeout_seconds,
+        )
+    slack = SlackConnection(settings, client)
+    audit = AuditLog(sessions)
+    watcher = Watcher(
+        sessions,
+        vps,
+        slack.notifier,
+        audit,
+        settings=watch_settings
+        or WatchSettings(
+            first_poll=settings.watch_poll_seconds,
+            deadline=timedelta(hours=settings.watch_deadline_hours),
+        ),
+    )
+    service = BackupService(
+        vps,
+        audit,
+        Policy(settings.roles, channels=settings.channels, groups=slack.directory),
+        watcher=watcher,
+        announcer=slack.announcer,
+    )
+    slack_app = build_slack_app(
+        settings, slack, service, socket_mode=socket_mode, verify_token=verify_token
+    )
+    return BackupBot(settings, engine, sessions, vps, service, watcher, slack_app)

@@ -1,0 +1,63 @@
+"""The slow half of a command or a click: one use-case, then its answer rendered and sent."""
+
+from __future__ import annotations
+
+from slack_bolt import Respond
+
+from bot.ages import format_age
+from bot.audit import Actor
+from bot.service import AuditQuery
+from bot.slack import blocks
+from bot.slack.edge import SlackEdge
+from bot.slack.parser import AuditCommand
+
+
+def show_list(
+    edge: SlackEdge,
+    actor: Actor,
+    respond: Respond,
+    server: int | str | None,
+    backup_type: str | None,
+    *,
+    page: int = 0,
+    public: bool = False,
+    replace_original: bool = False,
+) -> None:
+    listing = edge.service.list_backups(actor, server, backup_type)
+    message = blocks.backup_list(listing, page=page, public=public)
+    if public:
+        response = respond(response_type="in_channel", replace_original=replace_original, **message)
+        if response.status_code == 200:
+            return
+    edge.reply_private(respond, actor, message, replace_original=replace_original)
+
+
+def create(
+    edge: SlackEdge, actor: Actor, respond: Respond, server: int | str, description: str | None
+) -> None:
+    result = edge.service.create_backup(actor, server, description)
+    notes = blocks.create_notes(result)
+    if notes is not None:
+        edge.reply_private(respond, actor, notes)
+
+
+def offer_delete(edge: SlackEdge, actor: Actor, respond: Respond, backup_id: int) -> None:
+    backup = edge.service.offer_delete(actor, backup_id)
+    edge.reply_private(respond, actor, blocks.delete_card(backup))
+
+
+def show_audit(edge: SlackEdge, actor: Actor, respond: Respond, parsed: AuditCommand) -> None:
+    server = parsed.server.argument if parsed.server else None
+    query = AuditQuery(parsed.user_id, server, parsed.action, parsed.since)
+    rows = edge.service.audit_trail(actor, query)
+    filters = " · ".join(
+        part
+        for part in (
+            f"by <@{parsed.user_id}>" if parsed.user_id else "",
+            f"server {parsed.server}" if parsed.server else "",
+            f"action {parsed.action}" if parsed.action else "",
+            f"since {format_age(parsed.since)} ago" if parsed.since else "",
+        )
+        if part
+    )
+    edge.reply_private(respond, actor, blocks.audit_trail(rows, filters))
