@@ -19,9 +19,10 @@ from bot.audit import AuditLog
 from bot.config import Settings
 from bot.db import ensure_schema, make_engine, make_session_factory
 from bot.policy import Policy
+from bot.replays import RequestLedger
 from bot.service import BackupService
 from bot.slack.app import SlackApp, SlackConnection, build_slack_app
-from bot.slack.serving import HttpServer, run_socket_mode
+from bot.slack.serving import HttpServer, run_socket_mode, wsgi_app
 from bot.vps.client import BackupsClient
 from bot.watch import Watcher, WatchSettings
 
@@ -56,7 +57,14 @@ class BackupBot:
         return self
 
     def http_server(self, host: str = "0.0.0.0", port: int = 3000) -> HttpServer:  # noqa: S104
-        return HttpServer(self.slack.app, self.healthy, host=host, port=port)
+        secret = self.settings.slack_signing_secret
+        application = wsgi_app(
+            self.slack.app,
+            self.healthy,
+            signing_secret=secret.reveal() if secret else None,
+            first_time=RequestLedger(self.sessions).first_time,
+        )
+        return HttpServer(application, host=host, port=port)
 
     def run_socket_mode(self, stop: threading.Event | None = None) -> None:
         assert self.settings.slack_app_token is not None
@@ -84,7 +92,11 @@ def build_app(
     if not socket_mode:
         settings.require("SLACK_SIGNING_SECRET")
     engine = make_engine(settings.database_url)
-    ensure_schema(engine)
+    try:
+        ensure_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     sessions = make_session_factory(engine)
     if vps is None:
         assert settings.vps_api_token is not None
@@ -113,7 +125,12 @@ def build_app(
         watcher=watcher,
         announcer=slack.announcer,
     )
-    slack_app = build_slack_app(
-        settings, slack, service, socket_mode=socket_mode, verify_token=verify_token
-    )
+    try:
+        slack_app = build_slack_app(
+            settings, slack, service, socket_mode=socket_mode, verify_token=verify_token
+        )
+    except BaseException:
+        vps.close()
+        engine.dispose()
+        raise
     return BackupBot(settings, engine, sessions, vps, service, watcher, slack_app)

@@ -43,6 +43,7 @@ HASHED_FIELDS = (
     "provider_status",
     "detail",
 )
+OPTIONAL_HASHED_FIELDS = ("actor_enterprise_id",)
 _ADVISORY_LOCK = 0x6261636B  # "back": one writer at a time across instances (PostgreSQL)
 
 
@@ -58,6 +59,7 @@ class Actor:
     team_id: str | None = None
     channel_id: str | None = None
     direct: bool = False
+    enterprise_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,14 +90,24 @@ def _canonical(value: Any) -> Any:
 
 
 def row_digest(previous: str, row: Mapping[str, Any]) -> str:
-    """The hash of one row given the previous row's hash."""
-    content = [previous, [_canonical(row[name]) for name in HASHED_FIELDS]]
+    """The hash of one row given the previous row's hash.
+
+    Columns added later (`OPTIONAL_HASHED_FIELDS`) are hashed only when set, so rows written
+    before them keep their hashes.
+    """
+    fields = [_canonical(row[name]) for name in HASHED_FIELDS]
+    fields += [
+        [name, _canonical(row[name])]
+        for name in OPTIONAL_HASHED_FIELDS
+        if row.get(name) is not None
+    ]
+    content = [previous, fields]
     data = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(data.encode()).hexdigest()
 
 
 def _row(event: AuditEvent) -> dict[str, Any]:
-    return {name: getattr(event, name) for name in HASHED_FIELDS}
+    return {name: getattr(event, name) for name in (*HASHED_FIELDS, *OPTIONAL_HASHED_FIELDS)}
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,7 @@ class AuditLog:
             actor_user_id=actor.user_id,
             actor_name=actor.name[:255],
             actor_team_id=actor.team_id,
+            actor_enterprise_id=actor.enterprise_id,
             channel_id=actor.channel_id,
             action=action,
             server_id=server_id,
@@ -213,16 +226,29 @@ class AuditLog:
         return Verification(count, previous)
 
     def export_csv(self, out: IO[str], since: datetime | None = None) -> int:
-        """Rows as CSV (parameters as JSON), oldest first; returns how many."""
+        """Rows as CSV (parameters as JSON), oldest first; returns how many.
+
+        A text cell starting with `=`, `+`, `-`, `@`, tab or CR gets a leading `'`, so a display
+        name like `=HYPERLINK(…)` is shown, not run, by a spreadsheet (OWASP's CSV injection).
+        """
+        columns = (*HASHED_FIELDS, *OPTIONAL_HASHED_FIELDS)
         writer = csv.writer(out)
-        writer.writerow([*HASHED_FIELDS, "prev_hash", "row_hash"])
+        writer.writerow([*columns, "prev_hash", "row_hash"])
         count = 0
         for event in self._rows(since):
             row = _row(event)
             row["occurred_at"] = _canonical(row["occurred_at"])
-            row["parameters"] = json.dumps(row["parameters"], sort_keys=True)
-            writer.writerow(
-                [*(row[name] for name in HASHED_FIELDS), event.prev_hash, event.row_hash]
-            )
+            row["parameters"] = json.dumps(row["parameters"], sort_keys=True, ensure_ascii=False)
+            cells = [row[name] for name in columns]
+            writer.writerow([*map(_inert, cells), event.prev_hash, event.row_hash])
             count += 1
         return count
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(cell: Any) -> Any:
+    if isinstance(cell, str) and cell.startswith(_FORMULA_STARTS):
+        return "'" + cell
+    return cell

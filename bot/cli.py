@@ -106,26 +106,16 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from slack_bolt.error import BoltError
-    from slack_sdk.errors import SlackClientError
-
     from bot.app import build_app
     from bot.db import SchemaOutOfDate
+    from bot.slack.app import SlackUnavailable
     from bot.slack.serving import HttpServer
 
     socket_mode = settings.socket_mode and not args.http
     try:
         bot = build_app(settings, socket_mode=socket_mode)
-    except SchemaOutOfDate as exc:
+    except (SchemaOutOfDate, SlackUnavailable) as exc:
         raise _CommandFailed(str(exc)) from None
-    except BoltError:
-        raise _CommandFailed(
-            "Slack did not accept SLACK_BOT_TOKEN (auth.test failed): check the bot token "
-            "on your Slack app's OAuth & Permissions page"
-        ) from None
-    except (SlackClientError, OSError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise _CommandFailed(f"cannot reach Slack at {settings.slack_api_url}: {reason}") from None
     bot.start_watcher()
     stop = threading.Event()
     server: HttpServer | None = None

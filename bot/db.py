@@ -83,6 +83,8 @@ class AuditEvent(Base):
     actor_user_id: Mapped[str] = mapped_column(String(32), index=True)
     actor_name: Mapped[str] = mapped_column(String(255), default="")
     actor_team_id: Mapped[str | None] = mapped_column(String(32))
+    # Org-wide installs: the Enterprise Grid org, apart from the workspace (hashed when set).
+    actor_enterprise_id: Mapped[str | None] = mapped_column(String(32))
     channel_id: Mapped[str | None] = mapped_column(String(32))
     action: Mapped[str] = mapped_column(String(64), index=True)
     server_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
@@ -137,7 +139,8 @@ class WatchJob(Base):
     team_id: Mapped[str | None] = mapped_column(String(32))
     backup_created_at: Mapped[datetime]
     registered_at: Mapped[datetime] = mapped_column(default=utcnow)
-    finished_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]  # when the watcher learnt the outcome
+    seen_running_at: Mapped[datetime | None]  # the last poll that still saw it running
     state: Mapped[str] = mapped_column(String(16), default=WatchState.WATCHING.value)
     status: Mapped[str] = mapped_column(String(64), default="")
     size_mb: Mapped[float | None] = mapped_column(Float)
@@ -156,6 +159,15 @@ class WatchJob(Base):
 
     def __repr__(self) -> str:
         return f"WatchJob(backup_id={self.backup_id}, state={self.state!r})"
+
+
+class SeenRequest(Base):
+    """A signed request already acted on, remembered for as long as its signature is valid."""
+
+    __tablename__ = "seen_requests"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class SchemaOutOfDate(Exception):

@@ -8,6 +8,7 @@ backup — it goes through a port (`StartAnnouncer`) that the edge implements.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from bot.db import Outcome
 from bot.policy import REQUIRED_ROLE, Action, Decision, Policy
 from bot.vps.client import BackupsClient
 from bot.vps.errors import NotFound, VpsError
-from bot.vps.models import Backup, DeleteOutcome, ServerRef
+from bot.vps.models import Backup, DeleteOutcome, Phase, ServerRef
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,31 @@ class NoSuchBackup(ServiceError):
 
 
 class ProviderError(ServiceError):
-    """The provider refused or failed; `error` is the client's typed error, `server_id` the
-    server the request was about (so the edge can point to its list after an unclear create)."""
+    """The provider refused or failed while doing what the person asked (`action` on `server`
+    or `backup_id`); `error` is the client's typed error, whose message gives the reason."""
 
-    def __init__(self, error: VpsError, server_id: int | None = None) -> None:
+    def __init__(
+        self,
+        error: VpsError,
+        action: Action,
+        *,
+        server: ServerRef | None = None,
+        backup_id: int | None = None,
+    ) -> None:
         super().__init__(error.message)
         self.error = error
-        self.server_id = server_id
+        self.action = action
+        self.server = server
+        self.backup_id = backup_id
         self.status_code = error.status_code
+
+
+class BackupNotFinished(ServiceError):
+    """The backup is still being made: it can be neither deleted nor restored yet."""
+
+    def __init__(self, backup: Backup) -> None:
+        super().__init__(f"backup {backup.id} is still {backup.status}")
+        self.backup = backup
 
 
 class NotAvailable(ServiceError):
@@ -119,6 +137,7 @@ class Listing:
     backups: tuple[Backup, ...]
     server: ServerRef | None = None
     backup_type: str | None = None
+    unreadable: int = 0  # rows the provider sent in a shape we could not read (left out)
 
     @property
     def total_size_mb(self) -> float:
@@ -169,6 +188,7 @@ class BackupService:
         watcher: BackupWatch | None = None,
         announcer: StartAnnouncer | None = None,
         server_cache_seconds: float = 60.0,
+        answer_within: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
@@ -177,25 +197,60 @@ class BackupService:
         self.watcher = watcher
         self.announcer = announcer
         self._server_cache_seconds = server_cache_seconds
+        self.answer_within = answer_within
         self._clock = clock
         self._servers = _ServerCache()
 
     # -- authorization ----------------------------------------------------------------------
 
-    def authorize(self, actor: Actor, action: Action, **context: Any) -> None:
-        """Raise `Denied` (and audit the denial) unless the actor may do this here."""
+    def authorize(
+        self,
+        actor: Actor,
+        action: Action,
+        *,
+        server: int | str | None = None,
+        backup_id: int | None = None,
+        server_id: int | None = None,
+        **parameters: Any,
+    ) -> None:
+        """Raise `Denied` (and audit the denial) unless the actor may do this here.
+
+        A denied row names the server when it can be known without trusting the request: an id
+        as given, a name or a backup looked up at best effort, so `server:` filters find it.
+        """
         decision = self.policy.check(actor.user_id, action, actor.channel_id, direct=actor.direct)
-        if not decision.allowed:
-            self.audit.record(
-                actor,
-                action.value,
-                Outcome.DENIED,
-                server_id=context.pop("server_id", None),
-                backup_id=context.pop("backup_id", None),
-                parameters=context,
-                detail=decision.reason,
-            )
-            raise Denied(decision)
+        if decision.allowed:
+            return
+        if server_id is None:
+            server_id = self._server_of(server, backup_id)
+        if server is not None:
+            parameters = {"server": server, **parameters}
+        self.audit.record(
+            actor,
+            action.value,
+            Outcome.DENIED,
+            server_id=server_id,
+            backup_id=backup_id,
+            parameters=parameters,
+            detail=decision.reason,
+        )
+        raise Denied(decision)
+
+    def _server_of(self, server: int | str | None, backup_id: int | None) -> int | None:
+        """The server a denied request was about, if finding it costs little and cannot fail."""
+        try:
+            if server is not None:
+                return self.resolve_server(server).id
+            if backup_id is not None:
+                return self.client.find_backup(backup_id).server.id
+        except (ServiceError, VpsError):
+            pass
+        return None
+
+    def someone_waiting(self) -> contextlib.AbstractContextManager[None]:
+        """Around a use-case a person waits for in chat: provider calls end within
+        `answer_within` seconds in all (a retry or `Retry-After` past it is said at once)."""
+        return self.client.budget(self.answer_within)
 
     def permissions(self, user_id: str) -> tuple[list[str], list[str]]:
         """(roles held, actions allowed) of a person, sorted, for showing them what they may do."""
@@ -231,10 +286,7 @@ class BackupService:
             if not refresh and cache.expires > self._clock():
                 return cache.servers
         # Not under the lock: a slow provider must not queue every other command behind it.
-        try:
-            backups = self.client.list_backups().backups
-        except VpsError as exc:
-            raise ProviderError(exc) from None
+        backups = self.client.list_backups().backups  # VpsError: the caller knows what it was for
         found = {b.server.id: b.server for b in backups}
         servers = tuple(sorted(found.values(), key=lambda s: (s.name, s.id)))
         with cache.lock:
@@ -266,9 +318,8 @@ class BackupService:
                 server_id=ref.id if ref else None, backup_type=backup_type
             )
         except VpsError as exc:
-            server_id = ref.id if ref else None
-            self._failed(actor, Action.LIST, exc, parameters, server_id=server_id)
-            raise ProviderError(exc, server_id) from None
+            self._failed(actor, Action.LIST, exc, parameters, server_id=ref.id if ref else None)
+            raise ProviderError(exc, Action.LIST, server=ref) from None
         backups = tuple(answer.newest_first())
         if ref is not None and backups:
             ref = backups[0].server
@@ -280,7 +331,7 @@ class BackupService:
             parameters=parameters,
             detail=f"{len(backups)} backups",
         )
-        return Listing(backups, ref, backup_type)
+        return Listing(backups, ref, backup_type, answer.unreadable)
 
     # -- create ---------------------------------------------------------------------------
 
@@ -300,7 +351,7 @@ class BackupService:
             backup = self.client.create_backup(ref.id, description)
         except VpsError as exc:
             self._failed(actor, Action.CREATE, exc, parameters, server_id=ref.id)
-            raise ProviderError(exc, ref.id) from None
+            raise ProviderError(exc, Action.CREATE, server=ref) from None
         self.audit.record(
             actor,
             Action.CREATE.value,
@@ -372,7 +423,17 @@ class BackupService:
             raise NoSuchBackup(backup_id) from None
         except VpsError as exc:
             self._failed(actor, Action.DELETE, exc, {}, backup_id=backup_id)
-            raise ProviderError(exc) from None
+            raise ProviderError(exc, Action.DELETE, backup_id=backup_id) from None
+        if backup.phase is Phase.RUNNING:
+            self.audit.record(
+                actor,
+                "delete.request",
+                Outcome.ERROR,
+                server_id=backup.server.id,
+                backup_id=backup_id,
+                detail=f"still {backup.status}",
+            )
+            raise BackupNotFinished(backup)
         self.audit.record(
             actor,
             "delete.request",
@@ -395,7 +456,7 @@ class BackupService:
             outcome, status, detail = None, exc.status_code, "already gone"
         except VpsError as exc:
             self._failed(actor, Action.DELETE, exc, {}, server_id=server_id, backup_id=backup_id)
-            raise ProviderError(exc, server_id) from None
+            raise ProviderError(exc, Action.DELETE, backup_id=backup_id) from None
         self.audit.record(
             actor,
             Action.DELETE.value,
@@ -470,14 +531,12 @@ class BackupService:
     ) -> ServerRef:
         try:
             return self.resolve_server(server)
+        except VpsError as exc:
+            self._failed(actor, action, exc, parameters)
+            raise ProviderError(exc, action) from None
         except ServiceError as exc:
             self.audit.record(
-                actor,
-                action.value,
-                Outcome.ERROR,
-                parameters=parameters,
-                provider_status=getattr(exc, "status_code", None),
-                detail=str(exc),
+                actor, action.value, Outcome.ERROR, parameters=parameters, detail=str(exc)
             )
             raise
 

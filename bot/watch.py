@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.audit import Actor, AuditLog
 from bot.db import Outcome, WatchJob, WatchState
 from bot.vps.client import BackupsClient
-from bot.vps.errors import VpsError
+from bot.vps.errors import UnexpectedResponse, VpsError
 from bot.vps.models import Backup, Phase
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class FinishedBackup:
     size_mb: float | None
     expires_at: datetime | None
     created_at: datetime
+    seen_running_at: datetime | None
     finished_at: datetime | None
     last_error: str
     description: str
@@ -103,6 +104,7 @@ class FinishedBackup:
             size_mb=job.size_mb,
             expires_at=job.expires_at,
             created_at=job.backup_created_at,
+            seen_running_at=job.seen_running_at,
             finished_at=job.finished_at,
             last_error=job.last_error,
             description=job.description,
@@ -342,6 +344,7 @@ class Watcher:
             # Watched backups are the ones people created: manual. Filtering keeps it one page.
             answer = self._client.list_backups(server_id=server_id, backup_type="manual")
             listing = {b.id: b for b in answer.backups}
+            unreadable = answer.unreadable_ids
         except VpsError as exc:
             log.warning("watch: listing server %s failed: %s", server_id, exc.message)
             for job in jobs:
@@ -351,6 +354,12 @@ class Watcher:
         now = self._clock()
         for job in jobs:
             backup = listing.get(job.backup_id)
+            if backup is None and job.backup_id in unreadable:
+                # Its row came in a shape we cannot read: not gone, just not readable this time.
+                problem = UnexpectedResponse("the provider's row for it could not be read")
+                self._unreachable(job, problem)
+                finished += int(job.state != WatchState.WATCHING.value)
+                continue
             if backup is None:
                 misses = job.misses + 1
                 if misses >= self.settings.vanish_misses:
@@ -394,6 +403,7 @@ class Watcher:
                     status=backup.status,
                     attempts=job.attempts + 1,
                     misses=0,
+                    seen_running_at=now,
                     next_poll_at=now + self._interval(job.attempts + 1),
                 )
         return finished

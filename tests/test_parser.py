@@ -199,6 +199,21 @@ def test_server_names_keep_their_case_and_ids_are_ints() -> None:
 # --- ServerSpec, ParseError, usage ----------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ('list "Web Server 01"', "Web Server 01"),
+        ("list 'Web Server 01' manual", "Web Server 01"),
+        ("list веб-сервер-01", "веб-сервер-01"),
+        ('audit server:"Web Server 01"', "Web Server 01"),
+        ('create "db (primary)" before the upgrade', "db (primary)"),
+    ],
+)
+def test_every_name_the_provider_allows_can_be_typed(text: str, name: str) -> None:
+    parsed = parse(text)
+    assert parsed.server == ServerSpec(name=name)  # type: ignore[union-attr]
+
+
 def test_server_spec_str_is_what_the_user_typed() -> None:
     assert str(ServerSpec(id=12345)) == "12345"
     assert str(ServerSpec(name="web-01")) == "web-01"
@@ -293,7 +308,8 @@ def test_usage_for(subcommand: str, expected: str) -> None:
         ("list -web", ["`-web` is not a server id or name", "starts with a letter or digit"], None),
         ("list " + "a" * 256, ["too long for a server name", "255"], None),
         ("list .hidden", ["`.hidden` is not a server id or name"], None),
-        ('list "web 01"', ["`web 01` is not a server id or name"], None),
+        ('list "  "', ["is not a server id or name", "quotes"], None),
+        ('list "web\x0701"', ["is not a server id or name"], None),
         ("list type:manual", ["`type:manual` is not a server id or name"], None),
         ("list web-01 daily", ["`daily` is not a backup type", "only one server"], None),
         ("list web-01 web-02", ["`web-02` is not a backup type", "`web-01` is already"], None),

@@ -64,7 +64,8 @@ def run(
     color = options.color
     if color is None:
         color = tty and not os.environ.get("NO_COLOR") and not dumb
-    restore_errors = _lenient(stdout)
+    # Neither a terminal that cannot show a character nor a script that is not UTF-8 stops us.
+    restorers = [_lenient(stdout), _lenient(stdin)]
     stopping = threading.Event()  # once set, a second signal does not cut the cleanup short
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -111,7 +112,8 @@ def run(
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            restore_errors()
+            for restore in restorers:
+                restore()
 
 
 def _install(handler: Callable[[int, FrameType | None], None]) -> dict[int, Any]:
@@ -129,8 +131,8 @@ def _install(handler: Callable[[int, FrameType | None], None]) -> dict[int, Any]
 
 
 def _lenient(stream: TextIO) -> Callable[[], None]:
-    """Let `stream` replace what its encoding cannot show (an ASCII or Latin-1 terminal) instead
-    of raising; returns what puts its old error handling back."""
+    """Let `stream` replace what its encoding cannot show or read (an ASCII or Latin-1 terminal,
+    a script in another encoding) instead of raising; returns what puts its old handling back."""
     errors = getattr(stream, "errors", None)
     reconfigure = getattr(stream, "reconfigure", None)
     if reconfigure is None or errors in (None, "replace"):
@@ -151,5 +153,5 @@ def _script_lines(script: Path | None, stdin: TextIO) -> Iterable[str]:
     if script is None or str(script) == "-":
         yield from stdin
         return
-    with open(script, encoding="utf-8") as handle:
+    with open(script, encoding="utf-8", errors="replace") as handle:
         yield from handle

@@ -163,7 +163,7 @@ def _isatty(stream: Any) -> bool:
 
 
 @dataclass
-class _Ref:
+class NumberedChoice:
     """Where a numbered choice lives: a message in the double (or an ack only the app sent)."""
 
     choice: Choice
@@ -177,7 +177,9 @@ class _Ref:
 
 
 @dataclass
-class _Seen:
+class DrawnState:
+    """How a message looked when it was last drawn, so an edit or deletion is drawn once."""
+
     edits: int
     deleted: bool
 
@@ -231,18 +233,20 @@ class Console:
         self.failures: list[str] = []
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        self._seen: dict[tuple[str, str], _Seen] = {}
-        self._choices: dict[int, _Ref] = {}
+        self._seen: dict[tuple[str, str], DrawnState] = {}
+        self._choices: dict[int, NumberedChoice] = {}
         self._next_number = 1
         self._shown = 0  # messages, errors and views drawn so far (trace lines do not count)
         self._last_shown_at = 0.0
         self._turn_start = 0  # `output` index where the answer to the last command starts
         self._search_from = 0  # `/wait TEXT` looks in `output` from here
         self._async_from = 0  # `/wait` (no text) wants something drawn after this count
-        self._pending: _Ref | None = None  # a confirm dialog waiting for y/n
+        self._pending: NumberedChoice | None = None  # a confirm dialog waiting for y/n
         self._quit = False
         for message in self.slack.messages:  # what was there before this console: not news
-            self._seen[(message.channel, message.ts)] = _Seen(len(message.edits), message.deleted)
+            self._seen[(message.channel, message.ts)] = DrawnState(
+                len(message.edits), message.deleted
+            )
         self._unsubscribe: Callable[[], None] | None = self.slack.on_event(self._on_event)
 
     def close(self) -> None:
@@ -412,7 +416,7 @@ class Console:
             seen = self._seen.get(key)
             change: str | None
             if seen is None:
-                self._seen[key] = _Seen(len(message.edits), message.deleted)
+                self._seen[key] = DrawnState(len(message.edits), message.deleted)
                 if message.deleted:
                     continue
                 change = None
@@ -464,7 +468,7 @@ class Console:
             message.blocks,
             message.text,
             lambda choice: self._number(
-                _Ref(
+                NumberedChoice(
                     choice,
                     message.channel,
                     message.ts,
@@ -492,7 +496,7 @@ class Console:
         flat = " ".join(strip_ansi(" ".join(mrkdwn(text, self.names))).split())
         return flat if len(flat) <= width else flat[: width - 1] + "…"
 
-    def _number(self, ref: _Ref) -> int:
+    def _number(self, ref: NumberedChoice) -> int:
         number = self._next_number
         self._next_number += 1
         self._choices[number] = ref
@@ -511,7 +515,7 @@ class Console:
         body = blocks_to_lines(
             view.get("blocks") or [],
             self.names,
-            lambda choice: self._number(_Ref(choice, "", None, 0, None, in_view=True)),
+            lambda choice: self._number(NumberedChoice(choice, "", None, 0, None, in_view=True)),
             s,
         )
         lines = [head, *(f"│ {line}" for line in body)]
@@ -565,7 +569,7 @@ class Console:
                 blocks,
                 str(body.get("text", "")),
                 lambda choice: self._number(
-                    _Ref(
+                    NumberedChoice(
                         choice,
                         channel_id,
                         None,
@@ -596,7 +600,7 @@ class Console:
             return
         self._press(ref)
 
-    def _still_there(self, ref: _Ref) -> bool:
+    def _still_there(self, ref: NumberedChoice) -> bool:
         """Whether the person can still press `ref`: they see its message, and the message is
         the version the choice was drawn from (else a note says why not)."""
         if ref.visible_to is not None and ref.visible_to != self.user_id:
@@ -617,7 +621,7 @@ class Console:
             return False
         return True
 
-    def _current(self, ref: _Ref) -> Message | None:
+    def _current(self, ref: NumberedChoice) -> Message | None:
         if ref.message_ts is None:
             return None
         message = self.slack.message(ref.channel_id, ref.message_ts)
@@ -635,7 +639,7 @@ class Console:
         if self._still_there(ref):
             self._press(ref)
 
-    def _press(self, ref: _Ref) -> None:
+    def _press(self, ref: NumberedChoice) -> None:
         message = self._current(ref)
         if ref.message_ts is not None and message is None:
             self.note("That message is gone, and its buttons with it.")

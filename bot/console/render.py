@@ -445,6 +445,11 @@ def blocks_to_lines(
         context = heading
         if block.get("type") == "section":
             own = text_object(block.get("text"), names)
+            # A context block right under a section belongs to it (a backup's description).
+            following = blocks[index + 1] if index + 1 < len(blocks) else {}
+            if following.get("type") == "context":
+                for element in following.get("elements") or []:
+                    own = [*own, *text_object(element, names)]
             context = " ".join(line.strip() for line in own) if own else heading
 
         def numbered(choice: Choice, context: str = context) -> int:

@@ -7,7 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from slack_bolt import App
+from slack_bolt.error import BoltError
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackClientError
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
@@ -37,6 +39,10 @@ def web_client(settings: Settings) -> WebClient:
             RateLimitErrorRetryHandler(max_retry_count=3),
         ],
     )
+
+
+class SlackUnavailable(Exception):
+    """The app cannot start: Slack refused the bot token or could not be reached."""
 
 
 class SlackConnection:
@@ -79,12 +85,23 @@ def build_slack_app(
     )
     signing_secret = settings.slack_signing_secret.reveal() if settings.slack_signing_secret else ""
     listener_pool = ThreadPoolExecutor(LISTENER_THREADS, thread_name_prefix="bolt")
-    app = App(
-        client=slack.client,
-        signing_secret=signing_secret,
-        request_verification_enabled=not socket_mode,
-        token_verification_enabled=verify_token,
-        listener_executor=listener_pool,
-    )
+    try:
+        app = App(  # with verify_token, Bolt calls auth.test here
+            client=slack.client,
+            signing_secret=signing_secret,
+            request_verification_enabled=not socket_mode,
+            token_verification_enabled=verify_token,
+            listener_executor=listener_pool,
+        )
+    except BoltError:
+        raise SlackUnavailable(
+            "Slack did not accept SLACK_BOT_TOKEN (auth.test failed): check the bot token "
+            "on your Slack app's OAuth & Permissions page"
+        ) from None
+    except (SlackClientError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise SlackUnavailable(
+            f"cannot reach Slack at {settings.slack_api_url}: {reason}"
+        ) from None
     register_listeners(app, edge)
     return SlackApp(app, edge, listener_pool)

@@ -29,8 +29,9 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.audit import AuditEntry
-from bot.policy import Decision
+from bot.policy import Action, Decision
 from bot.service import (
+    BackupNotFinished,
     CreateResult,
     DeleteResult,
     Denied,
@@ -41,12 +42,13 @@ from bot.service import (
     ServiceError,
     UnknownServer,
 )
-from bot.slack.parser import COMMAND_NAME
+from bot.slack.parser import COMMAND_NAME, positive_id
 from bot.vps.errors import OutcomeUnknown
 from bot.vps.models import BACKUP_TYPES, Backup, Phase, ServerRef
 from bot.watch import FinishedBackup
 
 PAGE_SIZE = 10
+MAX_PAGE = 10_000
 
 # action_ids: the routing table in bot/slack/listeners matches on these.
 LIST_PAGE = "list_page"
@@ -127,17 +129,18 @@ class PageState:
 
     @classmethod
     def decode(cls, value: str) -> PageState:
+        """Raises ValueError for anything `encode` would not have written."""
         data = json.loads(value)
-        server_id = data.get("s")
-        backup_type = data.get("t")
-        page = data.get("p")
-        if server_id is not None and not isinstance(server_id, int):
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        server_id, backup_type, page = data.get("s"), data.get("t"), data.get("p")
+        if server_id is not None and positive_id(str(server_id)) != server_id:
             raise ValueError("bad server id")
         if backup_type is not None and backup_type not in BACKUP_TYPES:
             raise ValueError("bad backup type")
-        if not isinstance(page, int) or page < 0:
+        if type(page) is not int or not 0 <= page <= MAX_PAGE:
             raise ValueError("bad page")
-        return cls(server_id, backup_type, page, bool(data.get("pub", False)))
+        return cls(server_id, backup_type, page, data.get("pub") is True)
 
 
 def backup_list(listing: Listing, *, page: int = 0, public: bool = False) -> dict[str, Any]:
@@ -152,10 +155,12 @@ def backup_list(listing: Listing, *, page: int = 0, public: bool = False) -> dic
     pages = max(1, math.ceil(len(backups) / PAGE_SIZE))
     page = min(page, pages - 1)
     shown = backups[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
-    summary = (
-        f"{len(backups)} backup{'s' if len(backups) != 1 else ''}, "
-        f"{human_size(listing.total_size_mb)} in all"
-    )
+    running = sum(1 for b in backups if b.phase is Phase.RUNNING)
+    summary = _count(len(backups), "backup")
+    if len(backups) > running:
+        summary += f", {human_size(listing.total_size_mb)} in all"
+    if running:
+        summary += f" ({running} in progress, size not known yet)"
     if pages > 1:
         summary += f" · page {page + 1} of {pages}"
     blocks: list[Block] = [
@@ -163,10 +168,21 @@ def backup_list(listing: Listing, *, page: int = 0, public: bool = False) -> dic
         ContextBlock(elements=[MarkdownTextObject(text=summary)]),
         DividerBlock(),
     ]
+    if listing.unreadable:
+        rows = _count(listing.unreadable, "row")
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    MarkdownTextObject(
+                        text=f"⚠️ The provider sent {rows} I could not read; not shown here."
+                    )
+                ]
+            )
+        )
     if not backups:
         blocks.append(SectionBlock(text=MarkdownTextObject(text="No backups match.")))
     for backup in shown:
-        blocks.append(_backup_row(backup))
+        blocks.extend(_backup_row(backup))
     pager = [
         ButtonElement(
             text=label,
@@ -181,7 +197,7 @@ def backup_list(listing: Listing, *, page: int = 0, public: bool = False) -> dic
     return _message(f"{title}: {summary}", blocks)
 
 
-def _backup_row(backup: Backup) -> SectionBlock:
+def _backup_row(backup: Backup) -> list[Block]:
     icon = _STATUS_ICON[backup.phase]
     expires = slack_date(backup.expires_at, "{date_short_pretty}") if backup.expires_at else "never"
     lines = [
@@ -190,17 +206,37 @@ def _backup_row(backup: Backup) -> SectionBlock:
         f"{human_size(backup.size_mb)} · created {slack_date(backup.created_at)} · "
         f"expires {expires}",
     ]
-    if backup.description:
-        lines.append(f"_{_escape(backup.description[:200])}_")
+    # Only what can be done now: a backup still being made can be neither restored nor deleted.
     options = [
-        Option(text="Restore…", value=f"restore:{backup.id}"),
-        Option(text="Delete…", value=f"delete:{backup.id}"),
+        Option(text=label, value=f"{verb}:{backup.id}")
+        for verb, label, phases in (
+            ("restore", "Restore…", (Phase.COMPLETED,)),
+            ("delete", "Delete…", (Phase.COMPLETED, Phase.FAILED)),
+        )
+        if backup.phase in phases
     ]
-    return SectionBlock(
+    row = SectionBlock(
         block_id=f"backup_{backup.id}",
         text=MarkdownTextObject(text="\n".join(lines)),
-        accessory=OverflowMenuElement(action_id=BACKUP_MENU, options=options),
+        accessory=OverflowMenuElement(action_id=BACKUP_MENU, options=options) if options else None,
     )
+    return [row, *_description(backup.description, 200)]
+
+
+def _description(description: str, limit: int) -> list[Block]:
+    """A description as the person typed it: plain text, so `*` or backticks in it stay as
+    typed and cannot break the message around it."""
+    if not description.strip():
+        return []
+    return [ContextBlock(elements=[PlainTextObject(text=_clip(description, limit), emoji=False)])]
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 # -- create ----------------------------------------------------------------------------------
@@ -208,13 +244,16 @@ def _backup_row(backup: Backup) -> SectionBlock:
 
 def backup_started(backup: Backup, requester_id: str) -> dict[str, Any]:
     """The in-channel "started" message; its ts becomes the thread of the outcome reply."""
+    status = _escape(backup.status)
+    if backup.phase is Phase.RUNNING:
+        status += " · I'll reply in this thread when it finishes."
     return _started_message(
         backup.id,
         backup.server,
         requester_id,
         backup.description,
-        icon="⏳",
-        status=f"{_escape(backup.status)} · I'll reply in this thread when it finishes.",
+        icon=_STATUS_ICON[backup.phase],
+        status=status,
         fallback=f"Backup {backup.id} of {backup.server.name} started by <@{requester_id}>",
     )
 
@@ -229,15 +268,15 @@ def _started_message(
     status: str,
     fallback: str,
 ) -> dict[str, Any]:
-    described = f" — _{_escape(description[:500])}_" if description else ""
     text = (
         f"{icon} Backup *{backup_id}* of *{_escape(server.name)}* (`{server.id}`) "
-        f"started by <@{requester_id}>{described}"
+        f"started by <@{requester_id}>"
     )
     return _message(
         fallback,
         [
             SectionBlock(text=MarkdownTextObject(text=text)),
+            *_description(description, 500),
             ContextBlock(elements=[MarkdownTextObject(text=f"Status: {status}")]),
         ],
     )
@@ -255,8 +294,6 @@ def delete_card(backup: Backup) -> dict[str, Any]:
         f"Created: {slack_date(backup.created_at)} · Expires: {expires}\n"
         f"Size: {human_size(backup.size_mb)}"
     )
-    if backup.description:
-        text += f"\nDescription: _{_escape(backup.description[:200])}_"
     confirm = ConfirmObject(
         title="Delete this backup?",
         text=f"Backup {backup.id} of {backup.server.name[:80]} will be gone for good.",
@@ -268,6 +305,7 @@ def delete_card(backup: Backup) -> dict[str, Any]:
         f"Delete backup {backup.id} of {backup.server.name}?",
         [
             SectionBlock(text=MarkdownTextObject(text=text)),
+            *_description(backup.description, 200),
             ActionsBlock(
                 block_id=f"delete_{backup.id}",
                 elements=[
@@ -295,6 +333,11 @@ def deleted(result: DeleteResult, user_id: str) -> dict[str, Any]:
             f"Backup {result.backup_id} no longer exists: it was already deleted or expired."
         )
     return notice(f"🗑️ Backup {result.backup_id} deleted by <@{user_id}>.")
+
+
+def delete_cancelled(backup_id: int | None) -> dict[str, Any]:
+    kept = f"Kept backup {backup_id}" if backup_id is not None else "Kept the backup"
+    return notice(f"{kept}: nothing was deleted.")
 
 
 # -- help ------------------------------------------------------------------------------------
@@ -374,10 +417,7 @@ def _outcome_text(job: FinishedBackup) -> str:
     server = f"*{_escape(job.server_name)}* (`{job.server_id}`)"
     icon = _OUTCOME_ICON.get(job.state, "•")
     if job.state == "completed":
-        took = ""
-        if job.finished_at is not None:
-            seconds = (job.finished_at - job.created_at).total_seconds()
-            took = f" in about {human_duration(seconds)}"
+        took = _took(job)
         expires = slack_date(job.expires_at, "{date_short_pretty}") if job.expires_at else "never"
         return (
             f"{icon} Backup *{job.backup_id}* of {server} completed{took}: "
@@ -386,9 +426,9 @@ def _outcome_text(job: FinishedBackup) -> str:
     if job.state == "failed":
         reason = f": {_escape(job.last_error[:1500])}" if job.last_error else ""
         return (
-            f"{icon} Backup *{job.backup_id}* of {server} *failed* (provider status "
-            f"`{_escape(job.status)}`){reason}. <@{job.requester_id}>, the server has no new "
-            "backup; try again or check with the provider."
+            f"{icon} Backup *{job.backup_id}* of {server} *failed*{_odd_status(job, 'failed')}"
+            f"{reason}. <@{job.requester_id}>, the server has no new backup; try again or check "
+            "with the provider."
         )
     if job.state == "vanished":
         return (
@@ -404,6 +444,23 @@ def _outcome_text(job: FinishedBackup) -> str:
     )
 
 
+def _took(job: FinishedBackup) -> str:
+    """How long it took, as far as polling can tell: the provider gives no completion time, so
+    it finished after the last poll that saw it running and before the one that saw it done."""
+    if job.finished_at is None:
+        return ""
+    upper = human_duration((job.finished_at - job.created_at).total_seconds())
+    if job.seen_running_at is None or job.seen_running_at <= job.created_at:
+        return f" within {upper}"
+    lower = human_duration((job.seen_running_at - job.created_at).total_seconds())
+    return f" in {upper}" if lower == upper else f" in between {lower} and {upper}"
+
+
+def _odd_status(job: FinishedBackup, word: str) -> str:
+    """The provider's own status word, when it says more than ours."""
+    return "" if job.status.lower() == word else f" (provider status `{_escape(job.status)}`)"
+
+
 def backup_finished(job: FinishedBackup, *, via_dm: bool = False) -> dict[str, Any]:
     text = _outcome_text(job)
     if via_dm and job.channel_id:
@@ -415,7 +472,7 @@ def backup_started_final(job: FinishedBackup) -> dict[str, Any]:
     """The parent "started" message, rewritten with its final status line."""
     status = {
         "completed": f"completed · {human_size(job.size_mb)}",
-        "failed": f"failed ({_escape(job.status)})",
+        "failed": f"failed{_odd_status(job, 'failed')}",
         "vanished": "disappeared before finishing",
         "gave_up": "unknown (tracking gave up)",
     }.get(job.state, job.state)
@@ -442,7 +499,7 @@ def audit_trail(rows: Sequence[AuditEntry], filters: str) -> dict[str, Any]:
         ContextBlock(
             elements=[
                 MarkdownTextObject(
-                    text=f"{len(rows)} newest rows{' · ' + filters if filters else ''} · "
+                    text=f"{_count(len(rows), 'newest row')}{' · ' + filters if filters else ''} · "
                     "`backupbot audit export` gives them all as CSV"
                 )
             ]
@@ -492,10 +549,21 @@ def denial(decision: Decision) -> str:
             "BACKUP_CHANNELS, or use one of the backup channels."
         )
     return (
-        f"*{decision.action.value}* needs the *{decision.required_role}* role, which you do not "
+        f"{_DOING[decision.action]} needs the *{decision.required_role}* role, which you do not "
         "have. Ask an admin to add you (or one of your user groups) to "
         f"`{decision.role_variable}`."
     )
+
+
+_DOING = {
+    Action.LIST: "Listing backups",
+    Action.CREATE: "Creating a backup",
+    Action.DELETE: "Deleting a backup",
+    Action.RESTORE: "Asking for a restore",
+    Action.APPROVE: "Approving a restore",
+    Action.REJECT: "Rejecting a restore",
+    Action.AUDIT: "Reading the audit log",
+}
 
 
 def _unknown_server(error: UnknownServer) -> str:
@@ -538,13 +606,45 @@ def error_notice(error: ServiceError) -> dict[str, Any]:
             f"There is no backup `{error.backup_id}` (it may have been deleted or have expired). "
             f"`{COMMAND_NAME} list` shows what exists."
         )
+    elif isinstance(error, BackupNotFinished):
+        backup = error.backup
+        text = (
+            f"Backup {backup.id} of {_escape(backup.server.name)} is still "
+            f"{_escape(backup.status)}: it can be deleted once it has finished."
+        )
     elif isinstance(error, ProviderError):
-        text = _escape(error.error.message)
-        if isinstance(error.error, OutcomeUnknown) and error.server_id is not None:
-            text += f" `{COMMAND_NAME} list {error.server_id}` shows them."
+        text = _provider_error(error)
     else:
         text = _escape(str(error))
     return notice(f"⚠️ {text}")
+
+
+def _provider_error(error: ProviderError) -> str:
+    """What the person asked for, then why the provider did not do it."""
+    reason = _escape(error.error.message)
+    server = error.server
+    if isinstance(error.error, OutcomeUnknown):
+        if server is None:
+            return reason
+        return f"{reason} `{COMMAND_NAME} list {server.id}` shows them."
+    if error.action is Action.CREATE and server is not None:
+        asked = f"Could not create a backup of {_escape(server.name)}"
+    elif error.action is Action.DELETE and error.backup_id is not None:
+        asked = f"Could not delete backup {error.backup_id}"
+    elif error.action is Action.LIST and server is not None:
+        asked = f"Could not list the backups of {_escape(server.name)}"
+    else:
+        asked = f"Could not {_ASKED.get(error.action, 'do that')}"
+    return f"{asked}. {reason}"
+
+
+_ASKED = {
+    Action.LIST: "list the backups",
+    Action.CREATE: "create the backup",
+    Action.DELETE: "delete the backup",
+    Action.RESTORE: "restore the server",
+    Action.AUDIT: "look up that server for the audit log",
+}
 
 
 def unexpected_failure(what: str, reference: str) -> dict[str, Any]:

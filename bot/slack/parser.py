@@ -349,12 +349,14 @@ def _fail(message: str, subcommand: str) -> NoReturn:
 # --- values -------------------------------------------------------------------------------------
 
 _MAX_ID = 2**63 - 1  # fits a BIGINT column; also keeps int() away from its digit limit
-_SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Unquoted: letters (any script), digits, `.`, `_`, `-`. Quoted, a name may hold anything printable
+# (the provider allows "Web Server 01"), so every name the provider allows can be typed.
+_SERVER_NAME = re.compile(r"[^\W_][\w.-]*")
 _SERVER_NAME_MAX = 255
 _SIGNED_NUMBER = re.compile(r"[+-]?[0-9]+")
 
 
-def _positive_int(value: str) -> int | None:
+def positive_id(value: str) -> int | None:
     """`value` as a positive id, or None when it is not one (too large included)."""
     if not value.isascii() or not value.isdigit():
         return None
@@ -378,14 +380,16 @@ def _server_spec(token: _Token, subcommand: str, role: str) -> ServerSpec:
         _fail(f"{role} needs a server id or name, not {_describe(token)}.", subcommand)
     value = token.text
     if _SIGNED_NUMBER.fullmatch(value):
-        number = _positive_int(value)
+        number = positive_id(value)
         if number is None:
             _fail(_bad_id(value, "A server id"), subcommand)
         return ServerSpec(id=number)
-    if not _SERVER_NAME.fullmatch(value):
+    quoted_ok = token.quoted and value.strip() and value.isprintable()
+    if not (quoted_ok or _SERVER_NAME.fullmatch(value)):
         _fail(
             f"{_show(value)} is not a server id or name: a name has letters, digits, "
-            "`-`, `_` and `.`, and starts with a letter or digit.",
+            "`-`, `_` and `.`, and starts with a letter or digit (put any other name in "
+            'quotes, like `"Web Server 01"`).',
             subcommand,
         )
     if len(value) > _SERVER_NAME_MAX:
@@ -401,7 +405,7 @@ def _backup_id(token: _Token, subcommand: str) -> int:
     if token.kind != "word":
         _fail(f"{subcommand} needs a backup id, not {_describe(token)}.", subcommand)
     digits = token.text.removeprefix("#")  # "#123", as backups are shown
-    number = _positive_int(digits)
+    number = positive_id(digits)
     if number is None:
         _fail(_bad_id(digits or token.text, "A backup id"), subcommand)
     return number

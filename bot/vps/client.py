@@ -3,23 +3,33 @@
 Retries follow what each request may safely repeat:
 
 - GET is retried with backoff and jitter on connection errors, timeouts, 502/503/504 and 429.
-- POST /backups/ is not retried blindly. When it is unclear whether the provider created the
-  backup (a timeout once the request was sent, a dropped connection, 500/502/504), the client lists
-  the server's backups and compares them with a listing taken just before the POST; only when no
-  new backup appeared after a definite answer does it try again.
+- POST /backups/ is never sent again once it may have reached the provider: after a timeout, a
+  dropped connection, any 5xx (a gateway may answer 502/504 and still pass the request on) or a
+  2xx whose body is not a backup, the client lists the server's backups for a short window and
+  looks for a new manual backup with that description, comparing with a listing taken just before
+  the POST. Found: that is the backup. Not found: `OutcomeUnknown`, for a person to check. Only a
+  request that certainly did not arrive (no connection) or a 429 is sent again.
 - DELETE is idempotent and retried like GET; when a retry that followed an ambiguous failure gets
   404, the first attempt most likely deleted it, and `DeleteOutcome.ALREADY_DELETED` says so.
 - POST /servers/{id}/restore/ is never repeated unless the provider certainly did not act on it
-  (no connection, 429, 503): a restore overwrites a disk, and an unclear outcome is reported as
+  (no connection, 429): a restore overwrites a disk, and an unclear outcome is reported as
   `OutcomeUnknown` for a person to check.
+
+A time budget (`with client.budget(seconds):`, per thread) bounds every call made under it: read
+timeouts shrink to what is left, and a retry (or a `Retry-After`) that would end past the budget
+is not waited for — the error says at once when to try again (`retry_after`). Someone waiting in
+chat gets an answer in seconds; the watcher, outside any budget, waits as long as it takes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn
 
@@ -61,8 +71,11 @@ _AMBIGUOUS = (
     httpx.RequestError,
 )
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
-# Answers that mean the provider did not act on the request.
-_NOT_PROCESSED_STATUSES = frozenset({429, 503})
+# Answers that mean the provider did not act on the request, even for a POST: a 503 may come
+# from a gateway that passed the request on, so only a rate limit counts.
+_NOT_PROCESSED_STATUSES = frozenset({429})
+# The end of the current time budget (time.monotonic()), per thread; None: no budget.
+_deadline: ContextVar[float | None] = ContextVar("vps_deadline", default=None)
 _BUSY_WORDS = ("in progress", "already running", "busy", "currently being", "locked")
 _MAX_PAGES = 100
 _DETAIL_LIMIT = 300
@@ -82,7 +95,7 @@ class BackupsClient:
         backoff_base: float = 0.5,
         backoff_cap: float = 8.0,
         max_retry_after: float = 60.0,
-        reconcile_attempts: int = 3,
+        reconcile_attempts: int = 4,
         reconcile_delay: float = 1.0,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -92,6 +105,7 @@ class BackupsClient:
         if not raw_token:
             raise ValueError("the Backups API token is empty")
         self._token = raw_token
+        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
         self.base_url = base_url.rstrip("/")
         self._origin = httpx.URL(self.base_url).copy_with(path="/", query=None, fragment=None)
         self.max_retries = max_retries
@@ -110,7 +124,7 @@ class BackupsClient:
                 "Accept": "application/json",
                 "User-Agent": "backupbot",
             },
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            timeout=self._timeout,
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
             transport=transport,
             follow_redirects=False,
@@ -128,6 +142,23 @@ class BackupsClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def budget(self, seconds: float) -> Iterator[None]:
+        """Bound every call this thread makes inside the block to `seconds` in all."""
+        token = _deadline.set(time.monotonic() + seconds)
+        try:
+            yield
+        finally:
+            _deadline.reset(token)
+
+    def _request_timeout(self) -> httpx.Timeout:
+        deadline = _deadline.get()
+        if deadline is None:
+            return self._timeout
+        left = max(0.5, deadline - time.monotonic())
+        read = min(self._timeout.read or left, left)
+        return httpx.Timeout(read, connect=min(self._timeout.connect or read, read))
+
     # -- the four operations -------------------------------------------------------------------
 
     def list_backups(
@@ -140,18 +171,22 @@ class BackupsClient:
         if backup_type is not None:
             params["backup_type"] = backup_type
         response = self._idempotent("GET", "backups/", params=params, what="list backups")
-        count, backups, following = parse_backup_page(self._json(response))
+        page = parse_backup_page(self._json(response))
+        count, backups = page.count, page.backups
+        unreadable, unreadable_ids = page.unreadable, set(page.unreadable_ids)
         pages = 1
-        while following is not None:
+        while page.following is not None:
             if pages >= _MAX_PAGES:
                 raise UnexpectedResponse(f"The provider's backup list ran past {_MAX_PAGES} pages.")
             # A relative link is relative to the page it came in (httpx's base_url would not be).
-            url = self._same_origin(str(response.url.join(following)))
+            url = self._same_origin(str(response.url.join(page.following)))
             response = self._idempotent("GET", url, what="list backups")
-            _, more, following = parse_backup_page(self._json(response))
-            backups.extend(more)
+            page = parse_backup_page(self._json(response))
+            backups.extend(page.backups)
+            unreadable += page.unreadable
+            unreadable_ids |= page.unreadable_ids
             pages += 1
-        return BackupList(count=count, backups=tuple(backups))
+        return BackupList(count, tuple(backups), unreadable, frozenset(unreadable_ids))
 
     def find_backup(self, backup_id: int, server_id: int | None = None) -> Backup:
         """One backup by id (the API has no GET for one backup, so this lists)."""
@@ -171,34 +206,27 @@ class BackupsClient:
         attempt = 0
         while True:
             try:
-                response = self._http.post("backups/", json=body)
+                response = self._http.post("backups/", json=body, timeout=self._request_timeout())
             except _NOT_SENT as exc:
                 self._log_failure("POST", "backups/", exc)
                 attempt = self._retry_or_raise(attempt, None, what, exc)
                 continue
             except _AMBIGUOUS as exc:
                 self._log_failure("POST", "backups/", exc)
-                found = self._reconcile_create(server_id, description, known, polls=True)
-                if found is not None:
-                    return found
-                raise OutcomeUnknown(
-                    f"The provider did not answer in time while creating a backup of server "
-                    f"{server_id}, and no new backup of it has appeared yet. It may still appear: "
-                    "check its backups in a minute before trying again.",
-                ) from None
+                return self._confirm_create(server_id, description, known, _describe(exc))
             self._log_response(response)
-            if response.is_success:
-                return parse_backup(self._json(response))
             status = response.status_code
+            if response.is_success:
+                try:
+                    return parse_backup(self._json(response))
+                except UnexpectedResponse:
+                    cause = f"{_status_line(response)} with a body that is not a backup"
+                    return self._confirm_create(server_id, description, known, cause)
             if status in _NOT_PROCESSED_STATUSES:
                 attempt = self._retry_or_raise(attempt, response, what)
                 continue
             if status >= 500:
-                found = self._reconcile_create(server_id, description, known, polls=False)
-                if found is not None:
-                    return found
-                attempt = self._retry_or_raise(attempt, response, what)
-                continue
+                return self._confirm_create(server_id, description, known, _status_line(response))
             self._raise_for(response, kind="server", subject=f"Server {server_id}")
 
     def delete_backup(self, backup_id: int) -> DeleteOutcome:
@@ -210,7 +238,7 @@ class BackupsClient:
         attempt = 0
         while True:
             try:
-                response = self._http.delete(path)
+                response = self._http.delete(path, timeout=self._request_timeout())
             except _NOT_SENT as exc:
                 self._log_failure("DELETE", path, exc)
                 attempt = self._retry_or_raise(attempt, None, what, exc, unknown=ambiguous)
@@ -242,7 +270,9 @@ class BackupsClient:
         attempt = 0
         while True:
             try:
-                response = self._http.post(path, json={"backup_id": backup_id})
+                response = self._http.post(
+                    path, json={"backup_id": backup_id}, timeout=self._request_timeout()
+                )
             except _NOT_SENT as exc:
                 self._log_failure("POST", path, exc)
                 attempt = self._retry_or_raise(attempt, None, what, exc)
@@ -297,7 +327,9 @@ class BackupsClient:
         attempt = 0
         while True:
             try:
-                response = self._http.request(method, url, params=params)
+                response = self._http.request(
+                    method, url, params=params, timeout=self._request_timeout()
+                )
             except (*_NOT_SENT, *_AMBIGUOUS) as exc:
                 self._log_failure(method, url, exc)
                 attempt = self._retry_or_raise(attempt, None, what, exc)
@@ -336,6 +368,10 @@ class BackupsClient:
                 delay = retry_after + self._rng.uniform(0, 0.1)
         if attempt >= self.max_retries:
             self._unavailable(response, what, exc, unknown, waited=True)
+        deadline = _deadline.get()
+        if deadline is not None and time.monotonic() + delay > deadline:
+            # Someone is waiting: say now when to try again rather than after the wait.
+            self._unavailable(response, what, exc, unknown, waited=attempt > 0)
         log.info("retrying %s in %.2f s (attempt %d)", what, delay, attempt + 2)
         self._sleep(delay)
         return attempt + 1
@@ -349,70 +385,92 @@ class BackupsClient:
         *,
         waited: bool,
     ) -> NoReturn:
+        """Raise the error for a call that will not be tried again; its message gives the reason
+        (what was asked is the caller's to say: it knows what the person asked for)."""
         cls = OutcomeUnknown if unknown else ProviderUnavailable
         status = response.status_code if response is not None else None
-        if response is not None and status == 429:
-            retry_after = _retry_after(response)
-            hint = f" Try again in {retry_after:.0f} s." if retry_after else " Try again later."
-            message = f"The VPS provider is rate limiting us and could not {what}.{hint}"
+        retry_after = _retry_after(response) if response is not None else None
+        attempts = f" ({self.max_retries + 1} attempts)" if waited and self.max_retries else ""
+        if status == 429:
+            message = f"The VPS provider is rate limiting us{attempts}."
         elif response is not None:
             message = (
-                f"The VPS provider is unavailable: it answered {_status_line(response)} "
-                f"when asked to {what}. Try again later."
+                f"The VPS provider is unavailable: it answered {_status_line(response)}{attempts}."
             )
         else:
-            message = (
-                f"The VPS provider could not be reached to {what} ({_describe(exc)}). "
-                "Try again later."
-            )
+            message = f"The VPS provider could not be reached ({_describe(exc)}){attempts}."
+        if retry_after:
+            message += f" It asks us to wait {math.ceil(retry_after)} s: try again then."
+        else:
+            message += " Try again later."
         if unknown:
             message += " An earlier attempt may have gone through: check before trying again."
-        if waited and self.max_retries:
-            message = message.replace(". Try", f" ({self.max_retries + 1} attempts). Try", 1)
-        raise cls(self._redact(message), status_code=status)
+        log.info("%s: giving up (%s)", what, message)
+        raise cls(self._redact(message), status_code=status, retry_after=retry_after)
 
-    def _reconcile_create(
-        self, server_id: int, description: str | None, known: set[int], *, polls: bool
-    ) -> Backup | None:
-        """After an unclear POST, find the backup it created, if any, by listing again."""
-        attempts = self.reconcile_attempts if polls else 1
-        for attempt in range(attempts):
-            if attempt:
-                self._sleep(self.reconcile_delay)
-            try:
-                listing = self.list_backups(server_id=server_id)
-            except VpsError as exc:
-                raise OutcomeUnknown(
-                    f"The provider did not confirm the backup of server {server_id}, and "
-                    f"listing its backups to check failed too ({exc.message}). Check its backups "
-                    "before trying again.",
-                    status_code=exc.status_code,
-                ) from None
-            new = [b for b in listing.backups if b.id not in known and b.is_manual]
-            if len(new) > 1:
-                new = [b for b in new if b.description == (description or "")]
-            if len(new) == 1:
-                log.warning(
-                    "create of a backup of server %s was unclear; found it by listing: backup %s",
-                    server_id,
-                    new[0].id,
-                )
-                return new[0]
-            if len(new) > 1:
-                ids = ", ".join(str(b.id) for b in sorted(new, key=lambda b: b.id))
-                raise OutcomeUnknown(
-                    f"The provider did not confirm the backup of server {server_id}, and several "
-                    f"new backups of it appeared ({ids}). Check which one is yours."
-                )
-        return None
+    def _confirm_create(
+        self, server_id: int, description: str | None, known: set[int], cause: str
+    ) -> Backup:
+        """After a POST that may have created a backup, find it by listing for a short window.
+
+        Ours is a new manual backup with our description; never a second POST. The window has a
+        budget of its own, so a POST that used up the caller's budget is still looked for.
+        """
+        window = self.reconcile_attempts * (self.reconcile_delay + (self._timeout.read or 10.0))
+        with self.budget(window):
+            others: list[Backup] = []
+            for attempt in range(self.reconcile_attempts):
+                if attempt:
+                    self._sleep(self.reconcile_delay)
+                try:
+                    listing = self.list_backups(server_id=server_id)
+                except VpsError as exc:
+                    raise OutcomeUnknown(
+                        f"The provider did not confirm the new backup of server {server_id} "
+                        f"({cause}), and listing its backups to check failed too "
+                        f"({exc.message}). Check its backups before trying again.",
+                        status_code=exc.status_code,
+                    ) from None
+                new = [b for b in listing.backups if b.id not in known and b.is_manual]
+                ours = [b for b in new if b.description == (description or "")]
+                others = [b for b in new if b not in ours]
+                if len(ours) == 1:
+                    log.warning(
+                        "creating a backup of server %s was unclear (%s); found it by listing: "
+                        "backup %s",
+                        server_id,
+                        cause,
+                        ours[0].id,
+                    )
+                    return ours[0]
+                if len(ours) > 1:
+                    ids = ", ".join(str(b.id) for b in sorted(ours, key=lambda b: b.id))
+                    raise OutcomeUnknown(
+                        f"The provider did not confirm the new backup of server {server_id} "
+                        f"({cause}), and several backups like it appeared ({ids}). Check which "
+                        "one is yours before trying again."
+                    )
+        elsewhere = (
+            f" (new backups from elsewhere: {', '.join(str(b.id) for b in others)})"
+            if others
+            else ""
+        )
+        raise OutcomeUnknown(
+            f"The provider did not confirm the new backup of server {server_id} ({cause}), "
+            f"and none has appeared yet{elsewhere}. It may still appear: check its backups in "
+            "a minute before trying again."
+        )
 
     def _raise_for(self, response: httpx.Response, *, kind: str, subject: str) -> NoReturn:
         status = response.status_code
         detail = self._redact(_detail_of(response))
+        # The status line and the provider's own words, without saying the same thing twice.
+        answered = _status_line(response)
+        if detail != answered:
+            answered += f": {detail}"
         if status in (401, 403):
             raise AuthenticationFailed(
-                f"The VPS provider refused our API token ({_status_line(response)}: {detail}). "
-                "Check VPS_API_TOKEN.",
+                f"The VPS provider refused our API token ({answered}). Check VPS_API_TOKEN.",
                 status_code=status,
             )
         if status == 404:
@@ -425,7 +483,7 @@ class BackupsClient:
             raise Rejected(f"The VPS provider rejected the request: {detail}", status_code=status)
         if status >= 500:
             raise ProviderUnavailable(
-                f"The VPS provider failed: it answered {_status_line(response)}: {detail}",
+                f"The VPS provider failed: it answered {answered}.",
                 status_code=status,
             )
         raise UnexpectedResponse(

@@ -6,8 +6,9 @@ ignored and an unknown `status` is kept as text and treated as still running.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal, TypeAlias
@@ -74,10 +75,17 @@ class Backup:
 
 @dataclass(frozen=True, slots=True)
 class BackupList:
-    """One answer of `GET /backups/`: `count` as the provider reports it, backups in its order."""
+    """One answer of `GET /backups/`: `count` as the provider reports it, backups in its order.
+
+    A row of the wrong shape is left out rather than failing the whole list: `unreadable` counts
+    such rows, and `unreadable_ids` names those whose id could still be read (a watcher must not
+    take "unreadable" for "gone").
+    """
 
     count: int
     backups: tuple[Backup, ...]
+    unreadable: int = 0
+    unreadable_ids: frozenset[int] = frozenset()
 
     def newest_first(self) -> list[Backup]:
         return sorted(self.backups, key=lambda b: (b.created_at, b.id), reverse=True)
@@ -140,9 +148,7 @@ def parse_backup(data: Any) -> Backup:
     else:
         # Some APIs send the bare id; keep going rather than fail the whole list.
         server_ref = ServerRef(id=_integer(server, "server"), name=str(server))
-    size = data.get("size_mb")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int | float)):
-        raise UnexpectedResponse(f"The provider sent size_mb={size!r}, not a number.")
+    size = _size(data.get("size_mb"), data.get("id"))
     expires = data.get("expires_at")
     # The contract names only `message` (on create); for a failed backup, take whatever reason
     # the provider gives under the usual names.
@@ -163,16 +169,52 @@ def parse_backup(data: Any) -> Backup:
     )
 
 
-def parse_backup_page(data: Any) -> tuple[int, list[Backup], str | None]:
-    """(count, backups, next URL) of one list answer."""
+def _size(value: Any, backup_id: Any) -> float | None:
+    """`size_mb`, or None when it is missing or not a number (a size is not worth a lost row)."""
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    log.warning("backup %r: size_mb=%r is not a number; size shown as unknown", backup_id, value)
+    return None
+
+
+@dataclass
+class BackupPage:
+    """One page of a list answer, as far as it could be read."""
+
+    count: int
+    backups: list[Backup]
+    following: str | None = None
+    unreadable: int = 0
+    unreadable_ids: set[int] = field(default_factory=set)
+
+
+def parse_backup_page(data: Any) -> BackupPage:
+    """One list answer; rows of the wrong shape are counted and left out, not fatal."""
     if isinstance(data, list):
         # A bare array is not the documented shape, but it carries the same facts.
-        return len(data), [parse_backup(item) for item in data], None
-    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        rows, count, following = data, len(data), None
+    elif isinstance(data, dict) and isinstance(data.get("results"), list):
+        rows = data["results"]
+        count = data.get("count", len(rows))
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise UnexpectedResponse(f"The provider sent count={count!r}, not a whole number.")
+        following = data.get("next")
+        following = following if isinstance(following, str) and following else None
+    else:
         raise UnexpectedResponse("The provider's backup list has no 'results' array.")
-    backups = [parse_backup(item) for item in data["results"]]
-    count = data.get("count", len(backups))
-    if isinstance(count, bool) or not isinstance(count, int):
-        raise UnexpectedResponse(f"The provider sent count={count!r}, not a whole number.")
-    following = data.get("next")
-    return count, backups, following if isinstance(following, str) and following else None
+    page = BackupPage(count, [], following)
+    for row in rows:
+        try:
+            page.backups.append(parse_backup(row))
+        except UnexpectedResponse as problem:
+            page.unreadable += 1
+            backup_id = row.get("id") if isinstance(row, dict) else None
+            log.warning("left out a backup row the provider sent: %s", problem.message)
+            with contextlib.suppress(UnexpectedResponse):
+                page.unreadable_ids.add(_integer(backup_id, "id"))
+    return page

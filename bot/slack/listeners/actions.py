@@ -4,27 +4,37 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
 from bot.audit import Actor
 from bot.slack import blocks
-from bot.slack.edge import SlackEdge
+from bot.slack.edge import Responder, SlackEdge, Waiting, guarded
 from bot.slack.listeners.replies import offer_delete, show_list
+from bot.slack.parser import positive_id
 
 log = logging.getLogger(__name__)
 
 
 def register(app: App, edge: SlackEdge) -> None:
-    app.action(re.compile(rf"^({blocks.LIST_PAGE}|{blocks.HELP_LIST})_"))(_list_page(edge))
-    app.action(blocks.BACKUP_MENU)(_backup_menu(edge))
-    app.action(blocks.DELETE_CONFIRM)(_delete_confirm(edge))
-    app.action(blocks.DELETE_CANCEL)(_delete_cancel(edge))
+    paging = re.compile(rf"^({blocks.LIST_PAGE}|{blocks.HELP_LIST})_")
+    app.action(paging)(guarded(_list_page(edge)))
+    app.action(blocks.BACKUP_MENU)(guarded(_backup_menu(edge)))
+    app.action(blocks.DELETE_CONFIRM)(guarded(_delete_confirm(edge)))
+    app.action(blocks.DELETE_CANCEL)(guarded(_delete_cancel(edge)))
 
 
-def _later(edge: SlackEdge, body: dict[str, Any], respond: Respond, what: str, job: Any) -> None:
-    edge.later(job, respond=respond, who=lambda: edge.actor_of(body), what=what)
+def _later(
+    edge: SlackEdge,
+    body: dict[str, Any],
+    respond: Respond,
+    what: str,
+    job: Callable[[Actor, Responder], None],
+    waiting: Waiting = Waiting.NONE,
+) -> None:
+    edge.later(job, respond=respond, who=lambda: edge.actor_of(body), what=what, waiting=waiting)
 
 
 def _list_page(edge: SlackEdge) -> Any:
@@ -39,11 +49,11 @@ def _list_page(edge: SlackEdge) -> Any:
             return
         paging = action["action_id"].startswith(blocks.LIST_PAGE)
 
-        def job(actor: Actor) -> None:
+        def job(actor: Actor, reply: Responder) -> None:
             show_list(
                 edge,
                 actor,
-                respond,
+                reply,
                 state.server_id,
                 state.backup_type,
                 page=state.page,
@@ -51,7 +61,8 @@ def _list_page(edge: SlackEdge) -> Any:
                 replace_original=paging,
             )
 
-        _later(edge, body, respond, "list backups", job)
+        waiting = Waiting.IN_PLACE if paging else Waiting.NEW_MESSAGE
+        _later(edge, body, respond, "list backups", job, waiting)
 
     return handle_list_page
 
@@ -61,16 +72,16 @@ def _backup_menu(edge: SlackEdge) -> Any:
         ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
     ) -> None:
         ack()
-        value = (action.get("selected_option") or {}).get("value", "")
+        value = str((action.get("selected_option") or {}).get("value", ""))
         verb, _, raw_id = value.partition(":")
-        if verb not in ("delete", "restore") or not raw_id.isdigit():
+        backup_id = positive_id(raw_id)
+        if verb not in ("delete", "restore") or backup_id is None:
             log.warning("ignoring an unknown backup menu choice")
             return
-        backup_id = int(raw_id)
 
-        def job(actor: Actor) -> None:
+        def job(actor: Actor, reply: Responder) -> None:
             if verb == "delete":
-                offer_delete(edge, actor, respond, backup_id)
+                offer_delete(edge, actor, reply, backup_id)
             else:
                 edge.service.request_restore(actor, backup_id)
 
@@ -89,12 +100,12 @@ def _delete_confirm(edge: SlackEdge) -> Any:
             log.warning("ignoring a delete button with a malformed value")
             return
 
-        def job(actor: Actor) -> None:
+        def job(actor: Actor, reply: Responder) -> None:
             result = edge.service.delete_backup(actor, *ids)
             message = blocks.deleted(result, actor.user_id)
-            edge.reply_private(respond, actor, message, replace_original=True)
+            edge.reply_private(reply, actor, message, replace_original=True)
 
-        _later(edge, body, respond, f"delete backup {ids[0]}", job)
+        _later(edge, body, respond, f"delete backup {ids[0]}", job, Waiting.IN_PLACE)
 
     return handle_delete_confirm
 
@@ -106,19 +117,21 @@ def _delete_cancel(edge: SlackEdge) -> Any:
         ack()
         backup_id, server_id = _ids(action.get("value")) or (None, None)
 
-        def job(actor: Actor) -> None:
+        def job(actor: Actor, reply: Responder) -> None:
             edge.service.cancel_delete(actor, backup_id, server_id)
-            message = blocks.notice(f"Kept backup {backup_id or ''}: nothing was deleted.")
-            edge.reply_private(respond, actor, message, replace_original=True)
+            message = blocks.delete_cancelled(backup_id)
+            edge.reply_private(reply, actor, message, replace_original=True)
 
         _later(edge, body, respond, "cancel a delete", job)
 
     return handle_delete_cancel
 
 
-def _ids(value: str | None) -> tuple[int, int | None] | None:
-    """A delete button's value: "BACKUP_ID:SERVER_ID" (or a bare backup id)."""
-    backup, _, server = (value or "").partition(":")
-    if not backup.isdigit() or (server and not server.isdigit()):
+def _ids(value: object) -> tuple[int, int | None] | None:
+    """A delete button's value: "BACKUP_ID:SERVER_ID" (or a bare backup id); None if it is
+    anything the bot never writes there."""
+    backup, colon, server = str(value or "").partition(":")
+    backup_id, server_id = positive_id(backup), positive_id(server)
+    if backup_id is None or (colon and server_id is None):
         return None
-    return int(backup), int(server) if server else None
+    return backup_id, server_id

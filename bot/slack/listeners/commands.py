@@ -8,7 +8,7 @@ from slack_bolt import Ack, App, Respond
 
 from bot.audit import Actor
 from bot.slack import blocks
-from bot.slack.edge import SlackEdge
+from bot.slack.edge import Responder, SlackEdge, Waiting, guarded
 from bot.slack.listeners.replies import create, offer_delete, show_audit, show_list
 from bot.slack.parser import (
     COMMAND_NAME,
@@ -27,43 +27,35 @@ from bot.slack.parser import (
 
 
 def register(app: App, edge: SlackEdge) -> None:
-    app.command(COMMAND_NAME)(_handler(edge))
+    app.command(COMMAND_NAME)(guarded(_handler(edge)))
 
 
 def _handler(edge: SlackEdge) -> Any:
     def handle_backup(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         text = command.get("text") or ""
-        who = lambda: _actor(edge, command)  # noqa: E731 - looked up off Bolt's threads
+        who = lambda: edge.actor_of_command(command)  # noqa: E731 - looked up off Bolt's threads
         try:
             parsed = parse(text)
         except ParseError as exc:
             ack(**blocks.notice(f"⚠️ {exc.message}\n```{exc.usage}```"))
             problem = exc.message
-            record = lambda actor: edge.service.command_answered(actor, text, problem)  # noqa: E731
+            record = lambda actor, _: edge.service.command_answered(actor, text, problem)  # noqa: E731
             edge.later(record, respond=respond, who=who, what="record a command")
             return
         if isinstance(parsed, HelpCommand):
             ack(**blocks.help_message(USAGE))
-            record = lambda actor: edge.service.command_answered(actor, text)  # noqa: E731
+            record = lambda actor, _: edge.service.command_answered(actor, text)  # noqa: E731
             edge.later(record, respond=respond, who=who, what="record help")
             return
         ack()
-        run = lambda actor: run_command(edge, parsed, actor, respond)  # noqa: E731
-        edge.later(run, respond=respond, who=who, what=f"run `{COMMAND_NAME} {text.strip()[:80]}`")
+        run = lambda actor, reply: run_command(edge, parsed, actor, reply)  # noqa: E731
+        what = f"run `{COMMAND_NAME} {text.strip()[:80]}`"
+        edge.later(run, respond=respond, who=who, what=what, waiting=Waiting.NEW_MESSAGE)
 
     return handle_backup
 
 
-def _actor(edge: SlackEdge, command: dict[str, Any]) -> Actor:
-    return edge.actor(
-        command["user_id"],
-        command.get("user_name", ""),
-        command.get("team_id"),
-        command.get("channel_id"),
-    )
-
-
-def run_command(edge: SlackEdge, parsed: Command, actor: Actor, respond: Respond) -> None:
+def run_command(edge: SlackEdge, parsed: Command, actor: Actor, respond: Responder) -> None:
     """The slow half of a command, on the work pool; `ServiceError`s are answered by `later`."""
     if isinstance(parsed, ListCommand):
         server = parsed.server.argument if parsed.server else None

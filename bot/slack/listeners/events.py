@@ -9,26 +9,32 @@ from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
 from bot.slack import blocks
-from bot.slack.edge import SlackEdge
+from bot.slack.edge import SlackEdge, guarded
 from bot.slack.parser import USAGE
 
 log = logging.getLogger(__name__)
 
 
 def register(app: App, edge: SlackEdge) -> None:
-    app.event("app_home_opened")(_home(edge))
+    app.event("app_home_opened")(guarded(_home(edge)))
 
 
 def _home(edge: SlackEdge) -> Any:
     def handle_home(event: dict[str, Any]) -> None:
         if event.get("tab") not in (None, "home"):
             return
-        user_id = event["user"]
-        roles, allowed = edge.service.permissions(user_id)
-        view = {"type": "home", **blocks.home_view(USAGE, roles, allowed)}
-        try:
-            edge.client.views_publish(user_id=user_id, view=view)
-        except SlackApiError as exc:
-            log.warning("views.publish failed: %s", exc.response.get("error"))
+        user_id = event.get("user")
+        if isinstance(user_id, str):
+            # Group lookups and views.publish (rate-limited: it sleeps) stay off Bolt's threads.
+            edge.pool.submit(guarded(publish_home), edge=edge, user_id=user_id)
 
     return handle_home
+
+
+def publish_home(edge: SlackEdge, user_id: str) -> None:
+    roles, allowed = edge.service.permissions(user_id)
+    view = {"type": "home", **blocks.home_view(USAGE, roles, allowed)}
+    try:
+        edge.client.views_publish(user_id=user_id, view=view)
+    except SlackApiError as exc:
+        log.warning("views.publish failed: %s", exc.response.get("error"))

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from slack_bolt import Respond
+import logging
 
 from bot.ages import format_age
 from bot.audit import Actor
 from bot.service import AuditQuery
 from bot.slack import blocks
-from bot.slack.edge import SlackEdge
+from bot.slack.edge import Responder, SlackEdge
 from bot.slack.parser import AuditCommand
+
+log = logging.getLogger(__name__)
 
 
 def show_list(
     edge: SlackEdge,
     actor: Actor,
-    respond: Respond,
+    respond: Responder,
     server: int | str | None,
     backup_type: str | None,
     *,
@@ -26,14 +28,19 @@ def show_list(
     listing = edge.service.list_backups(actor, server, backup_type)
     message = blocks.backup_list(listing, page=page, public=public)
     if public:
-        response = respond(response_type="in_channel", replace_original=replace_original, **message)
-        if response.status_code == 200:
-            return
+        try:
+            response = respond(
+                response_type="in_channel", replace_original=replace_original, **message
+            )
+            if response.status_code == 200:
+                return
+        except Exception as exc:  # no response_url (a modal's button), or it failed
+            log.warning("public list not posted (%s); answering privately", type(exc).__name__)
     edge.reply_private(respond, actor, message, replace_original=replace_original)
 
 
 def create(
-    edge: SlackEdge, actor: Actor, respond: Respond, server: int | str, description: str | None
+    edge: SlackEdge, actor: Actor, respond: Responder, server: int | str, description: str | None
 ) -> None:
     result = edge.service.create_backup(actor, server, description)
     notes = blocks.create_notes(result)
@@ -41,12 +48,12 @@ def create(
         edge.reply_private(respond, actor, notes)
 
 
-def offer_delete(edge: SlackEdge, actor: Actor, respond: Respond, backup_id: int) -> None:
+def offer_delete(edge: SlackEdge, actor: Actor, respond: Responder, backup_id: int) -> None:
     backup = edge.service.offer_delete(actor, backup_id)
     edge.reply_private(respond, actor, blocks.delete_card(backup))
 
 
-def show_audit(edge: SlackEdge, actor: Actor, respond: Respond, parsed: AuditCommand) -> None:
+def show_audit(edge: SlackEdge, actor: Actor, respond: Responder, parsed: AuditCommand) -> None:
     server = parsed.server.argument if parsed.server else None
     query = AuditQuery(parsed.user_id, server, parsed.action, parsed.since)
     rows = edge.service.audit_trail(actor, query)
