@@ -410,6 +410,7 @@ def test_acks_stay_fast_while_the_provider_is_slow(rig: AppRig) -> None:
         thread.join(30)
     assert statuses == [200] * 20
     assert max(elapsed) < 3.0, sorted(elapsed)
+
     def answered() -> set[str]:  # commands with their answer (not just "waiting for…")
         return {
             r.url_id for r in rig.slack.responses[before:] if "Waiting for" not in r.body["text"]
