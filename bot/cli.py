@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--http", action="store_true", help="force HTTP mode")
     run.add_argument("--host", default="0.0.0.0", help="HTTP mode interface (default: %(default)s)")  # noqa: S104
-    run.add_argument("--port", type=int, default=None, help="HTTP mode port (default: $PORT)")
+    run.add_argument("--port", type=_port, default=None, help="HTTP mode port (default: $PORT)")
 
     sim = commands.add_parser(
         "simulator",
@@ -106,6 +107,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from bot.app import build_app
     from bot.db import SchemaOutOfDate
     from bot.slack.app import SlackUnavailable
@@ -116,6 +119,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         bot = build_app(settings, socket_mode=socket_mode)
     except (SchemaOutOfDate, SlackUnavailable) as exc:
         raise _CommandFailed(str(exc)) from None
+    except SQLAlchemyError as exc:
+        raise _CommandFailed(f"cannot use the database: {_db_reason(exc)}") from None
     bot.start_watcher()
     stop = threading.Event()
     server: HttpServer | None = None
@@ -135,7 +140,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             bot.run_socket_mode(stop)
         else:
             port = args.port if args.port is not None else settings.port
-            server = bot.http_server(host=args.host, port=port)
+            try:
+                server = bot.http_server(host=args.host, port=port)
+            except OSError as exc:
+                raise _CommandFailed(
+                    f"cannot listen on {args.host}:{port}: {exc.strerror or exc}"
+                ) from None
             logging.getLogger(__name__).info(
                 "Backup Bot serving POST /slack/events and GET /healthz on %s:%s",
                 args.host,
@@ -195,6 +205,12 @@ def _db_upgrade(settings: Settings) -> int:
     return 0
 
 
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port from 1 to 65535, got {value!r}")
+    return int(value)
+
+
 def _age(value: str) -> timedelta:
     try:
         return parse_age(value)
@@ -216,6 +232,9 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
         make_session_factory,
     )
 
+    missing = _missing_sqlite_file(settings.database_url)
+    if missing:
+        raise _CommandFailed(f"no database at {missing}: check DATABASE_URL")
     engine = make_engine(settings.database_url)
     try:
         if current_revision(engine) != head_revision():
@@ -248,6 +267,16 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
         raise _CommandFailed(f"cannot write {args.output}: {exc.strerror}") from None
     finally:
         engine.dispose()
+
+
+def _missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite database file that does not exist (reading must not create it)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return None if os.path.exists(parsed.database) else parsed.database
 
 
 def _db_reason(exc: Exception) -> str:

@@ -204,6 +204,12 @@ def _database_url(value: str) -> str:
             "DATABASE_URL must point at SQLite or PostgreSQL, got "
             f"{url.get_backend_name()!r} ({url.render_as_string(hide_password=True)})"
         )
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
+        # Only psycopg (3) is installed; postgresql:// alone means psycopg2 to SQLAlchemy.
+        raise ConfigError(
+            "DATABASE_URL must use the psycopg driver: write postgresql+psycopg://… "
+            f"(got {url.drivername}://…)"
+        )
     return value
 
 
@@ -215,16 +221,26 @@ def _port(value: str | None) -> int:
     return int(value)
 
 
+# The largest sane value of each number setting: past it, a typo (1e12) rather than a wish.
+_MAXIMUM = {
+    "VPS_TIMEOUT_SECONDS": 600,
+    "APPROVAL_TTL_MINUTES": 7 * 24 * 60,
+    "WATCH_POLL_SECONDS": 3600,
+    "WATCH_DEADLINE_HOURS": 30 * 24,
+}
+
+
 def _number(value: str | None, name: str, default: float, *, integer: bool = False) -> float:
     if value is None:
         return default
+    top = _MAXIMUM[name]
     try:
         number = int(value) if integer else float(value)
     except ValueError:
         kind = "a whole number" if integer else "a number"
-        raise ConfigError(f"{name} must be {kind} greater than 0, got {value!r}") from None
-    if not number > 0 or number != number or number == float("inf"):
-        raise ConfigError(f"{name} must be greater than 0, got {value!r}")
+        raise ConfigError(f"{name} must be {kind} from 0 to {top}, got {value!r}") from None
+    if not 0 < number <= top:  # NaN fails this too
+        raise ConfigError(f"{name} must be greater than 0 and at most {top}, got {value!r}")
     return number
 
 
