@@ -206,8 +206,10 @@ def _db_upgrade(settings: Settings) -> int:
 
 
 def _port(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a TCP port from 1 to 65535, got {value!r}")
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected a TCP port from 1 to 65535 (0: any free one), got {value!r}"
+        )
     return int(value)
 
 
