@@ -43,7 +43,7 @@ HASHED_FIELDS = (
     "provider_status",
     "detail",
 )
-OPTIONAL_HASHED_FIELDS = ("actor_enterprise_id",)
+OPTIONAL_HASHED_FIELDS = ("actor_enterprise_id", "approval_id")
 _ADVISORY_LOCK = 0x6261636B  # "back": one writer at a time across instances (PostgreSQL)
 
 
@@ -77,6 +77,7 @@ class AuditEntry:
     outcome: str
     provider_status: int | None
     detail: str
+    approval_id: int | None
 
     @classmethod
     def of(cls, event: AuditEvent) -> AuditEntry:
@@ -139,6 +140,7 @@ class AuditLog:
         parameters: Mapping[str, Any] | None = None,
         provider_status: int | None = None,
         detail: str = "",
+        approval_id: int | None = None,
     ) -> AuditEvent:
         event = AuditEvent(
             occurred_at=utcnow(),
@@ -154,6 +156,7 @@ class AuditLog:
             outcome=outcome.value,
             provider_status=provider_status,
             detail=detail[:_DETAIL_LIMIT],
+            approval_id=approval_id,
         )
         with self._sessions.begin() as session:
             if session.get_bind().dialect.name == "postgresql":

@@ -84,6 +84,8 @@ class Settings:
     approval_ttl_minutes: int = 30
     restore_safety_backup: bool = True
     approvals_channel: str | None = None
+    restore_approvals_required: int = 1
+    delete_requires_approval: bool = False
     watch_poll_seconds: float = 10.0
     watch_deadline_hours: float = 24.0
     log_level: str = "INFO"
@@ -160,6 +162,14 @@ def load_settings(
         ),
         restore_safety_backup=_boolean(get("RESTORE_SAFETY_BACKUP"), "RESTORE_SAFETY_BACKUP", True),
         approvals_channel=_channel(get("APPROVALS_CHANNEL"), "APPROVALS_CHANNEL"),
+        restore_approvals_required=int(
+            _number(
+                get("RESTORE_APPROVALS_REQUIRED"), "RESTORE_APPROVALS_REQUIRED", 1, integer=True
+            )
+        ),
+        delete_requires_approval=_boolean(
+            get("DELETE_REQUIRES_APPROVAL"), "DELETE_REQUIRES_APPROVAL", False
+        ),
         watch_poll_seconds=_number(get("WATCH_POLL_SECONDS"), "WATCH_POLL_SECONDS", 10.0),
         watch_deadline_hours=_number(get("WATCH_DEADLINE_HOURS"), "WATCH_DEADLINE_HOURS", 24.0),
         log_level=_log_level(get("LOG_LEVEL")),
@@ -225,6 +235,7 @@ def _port(value: str | None) -> int:
 _MAXIMUM = {
     "VPS_TIMEOUT_SECONDS": 600,
     "APPROVAL_TTL_MINUTES": 7 * 24 * 60,
+    "RESTORE_APPROVALS_REQUIRED": 10,
     "WATCH_POLL_SECONDS": 3600,
     "WATCH_DEADLINE_HOURS": 30 * 24,
 }

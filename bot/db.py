@@ -85,6 +85,8 @@ class AuditEvent(Base):
     actor_team_id: Mapped[str | None] = mapped_column(String(32))
     # Org-wide installs: the Enterprise Grid org, apart from the workspace (hashed when set).
     actor_enterprise_id: Mapped[str | None] = mapped_column(String(32))
+    # The approval this row is part of: the whole story of one restore (hashed when set).
+    approval_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     channel_id: Mapped[str | None] = mapped_column(String(32))
     action: Mapped[str] = mapped_column(String(64), index=True)
     server_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
@@ -168,6 +170,84 @@ class SeenRequest(Base):
 
     fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ApprovalState(enum.StrEnum):
+    PENDING = "pending"  # waiting for approvers
+    APPROVED = "approved"  # enough approvers; execution is due
+    SAFETY_BACKUP = "safety_backup"  # taking (or waiting for) the safety backup
+    READY = "ready"  # safety backup done (or not wanted): the restore is next
+    RESTORING = "restoring"  # the restore request is being sent: never sent again
+    DONE = "done"  # the provider accepted the restore
+    FAILED = "failed"  # stopped on the way; `detail` says where and why
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+OPEN_APPROVAL_STATES = (
+    ApprovalState.APPROVED,
+    ApprovalState.SAFETY_BACKUP,
+    ApprovalState.READY,
+    ApprovalState.RESTORING,
+)
+
+
+class Approval(Base):
+    """A request to restore a server from a backup, its decisions, and its execution as a job.
+
+    Every change of `state` is a compare-and-set on (`state`, `version`): however many clicks,
+    submissions or instances race, each transition happens once. Execution steps are claimed
+    under a lease like watch jobs.
+    """
+
+    __tablename__ = "approvals"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('pending', 'approved', 'safety_backup', 'ready', 'restoring', 'done', "
+            "'failed', 'rejected', 'cancelled', 'expired')",
+            name="ck_approvals_state",
+        ),
+        Index("ix_approvals_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="restore")
+    state: Mapped[str] = mapped_column(String(16), default=ApprovalState.PENDING.value)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    server_id: Mapped[int] = mapped_column(BigInteger)
+    server_name: Mapped[str] = mapped_column(String(255), default="")
+    backup_id: Mapped[int] = mapped_column(BigInteger)
+    backup_type: Mapped[str] = mapped_column(String(32), default="")
+    backup_created_at: Mapped[datetime]
+    backup_size_mb: Mapped[float | None] = mapped_column(Float)
+    backup_description: Mapped[str] = mapped_column(Text, default="")
+    requester_id: Mapped[str] = mapped_column(String(32))
+    requester_name: Mapped[str] = mapped_column(String(255), default="")
+    team_id: Mapped[str | None] = mapped_column(String(32))
+    channel_id: Mapped[str | None] = mapped_column(String(32))  # where it was asked
+    reason: Mapped[str] = mapped_column(Text, default="")
+    card_channel_id: Mapped[str | None] = mapped_column(String(32))
+    card_ts: Mapped[str | None] = mapped_column(String(32))
+    required_approvals: Mapped[int] = mapped_column(Integer, default=1)
+    approvers: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    decided_by: Mapped[str | None] = mapped_column(String(32))  # who rejected or cancelled
+    decided_at: Mapped[datetime | None]
+    safety_backup: Mapped[bool] = mapped_column(default=True)
+    safety_backup_id: Mapped[int | None] = mapped_column(BigInteger)
+    safety_started_at: Mapped[datetime | None]
+    restore_requested_at: Mapped[datetime | None]
+    provider_status: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    finished_at: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"Approval(id={self.id}, backup_id={self.backup_id}, state={self.state!r})"
 
 
 class SchemaOutOfDate(Exception):

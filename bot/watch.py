@@ -22,22 +22,20 @@ DM; after that the job is closed with an error in the audit table.
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
 import threading
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.audit import Actor, AuditLog
 from bot.db import Outcome, WatchJob, WatchState
+from bot.leases import Leases, worker_name
 from bot.vps.client import BackupsClient
 from bot.vps.errors import UnexpectedResponse, VpsError
 from bot.vps.models import Backup, Phase
@@ -151,8 +149,8 @@ class Watcher:
         self._notifier = notifier
         self._audit = audit
         self.settings = settings or WatchSettings()
-        # Fits lease_owner's String(64) whatever the host name (Kubernetes pods have long ones).
-        self.owner = owner or f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner or worker_name()
+        self._leases = Leases(sessions, WatchJob, self.owner)
         self._clock = clock
         self._rng = rng or random.Random()
         self._stop = threading.Event()
@@ -264,62 +262,23 @@ class Watcher:
 
     def _claim(self) -> list[WatchJob]:
         now = self._clock()
-        free = or_(WatchJob.lease_expires_at.is_(None), WatchJob.lease_expires_at < now)
-        due = and_(WatchJob.notified_at.is_(None), WatchJob.next_poll_at <= now, free)
-        until = now + timedelta(seconds=self.settings.lease_seconds)
-        with self._sessions.begin() as session:
-            ids = list(
-                session.scalars(
-                    select(WatchJob.id)
-                    .where(due)
-                    .order_by(WatchJob.next_poll_at)
-                    .limit(self.settings.batch)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            if not ids:
-                return []
-            session.execute(
-                update(WatchJob)
-                .where(WatchJob.id.in_(ids), due)
-                .values(lease_owner=self.owner, lease_expires_at=until)
-                .execution_options(synchronize_session=False)
-            )
-        with self._sessions() as session:
-            return list(
-                session.scalars(
-                    select(WatchJob).where(
-                        WatchJob.id.in_(ids),
-                        WatchJob.lease_owner == self.owner,
-                        WatchJob.lease_expires_at == until,
-                    )
-                )
-            )
+        due = and_(WatchJob.notified_at.is_(None), WatchJob.next_poll_at <= now)
+        return self._leases.claim(
+            due,
+            now=now,
+            lease=timedelta(seconds=self.settings.lease_seconds),
+            order_by=WatchJob.next_poll_at,
+            limit=self.settings.batch,
+        )
 
     def _release(self, ids: Sequence[int]) -> None:
-        with self._sessions.begin() as session:
-            session.execute(
-                update(WatchJob)
-                .where(WatchJob.id.in_(ids), WatchJob.lease_owner == self.owner)
-                .values(lease_owner=None, lease_expires_at=None)
-                .execution_options(synchronize_session=False)
-            )
+        self._leases.release(ids)
 
     def _save(self, job: WatchJob, **values: object) -> bool:
         """Write `values` only while we still hold the job's lease; mirrors them on `job`."""
-        values = self._fit(values)
-        with self._sessions.begin() as session:
-            result = session.execute(
-                update(WatchJob)
-                .where(WatchJob.id == job.id, WatchJob.lease_owner == self.owner)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if not self._leases.save(job, **self._fit(values)):
             log.warning("lost the lease on watch job %s (backup %s)", job.id, job.backup_id)
             return False
-        for key, value in values.items():
-            setattr(job, key, value)
         return True
 
     @staticmethod
