@@ -6,6 +6,7 @@ Production (`backupbot run`), the console and the tests all build the bot here.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.approvals import ApprovalRunner, ApprovalSettings, RestoreApprovals
 from bot.audit import AuditLog
 from bot.config import Settings
 from bot.db import ensure_schema, make_engine, make_session_factory
@@ -38,7 +40,9 @@ class BackupBot:
     sessions: sessionmaker[Session]
     vps: BackupsClient
     service: BackupService
+    approvals: RestoreApprovals
     watcher: Watcher
+    runner: ApprovalRunner
     slack: SlackApp
 
     def healthy(self) -> bool:
@@ -51,9 +55,11 @@ class BackupBot:
             log.warning("health check: database unreachable (%s)", type(exc).__name__)
             return False
 
-    def start_watcher(self) -> BackupBot:
-        """Start replying in threads when backups finish (jobs left by a restart included)."""
+    def start_workers(self) -> BackupBot:
+        """Start the background work: replies when backups finish, and approved restores (what
+        a restart left half-done included)."""
         self.watcher.start()
+        self.runner.start()
         return self
 
     def http_server(self, host: str = "0.0.0.0", port: int = 3000) -> HttpServer:  # noqa: S104
@@ -71,6 +77,7 @@ class BackupBot:
         run_socket_mode(self.slack.app, self.settings.slack_app_token.reveal(), stop)
 
     def close(self) -> None:
+        self.runner.stop()
         self.watcher.stop()
         self.slack.close()
         self.vps.close()
@@ -84,9 +91,11 @@ def build_app(
     vps: BackupsClient | None = None,
     client: Any = None,
     watch_settings: WatchSettings | None = None,
+    approval_tuning: dict[str, Any] | None = None,
     verify_token: bool = True,
 ) -> BackupBot:
-    """`client`: a `slack_sdk.WebClient` to use instead of one on SLACK_API_URL."""
+    """`client`: a `slack_sdk.WebClient` to use instead of one on SLACK_API_URL;
+    `approval_tuning`: `ApprovalSettings` fields to change (the runner's pace, in tests)."""
     settings.require("SLACK_BOT_TOKEN", "VPS_API_TOKEN")
     socket_mode = settings.socket_mode if socket_mode is None else socket_mode
     if not socket_mode:
@@ -116,21 +125,38 @@ def build_app(
         or WatchSettings(
             first_poll=settings.watch_poll_seconds,
             deadline=timedelta(hours=settings.watch_deadline_hours),
+            lease_seconds=settings.worker_lease_seconds,
         ),
     )
-    service = BackupService(
-        vps,
-        audit,
-        Policy(settings.roles, channels=settings.channels, groups=slack.directory),
-        watcher=watcher,
-        announcer=slack.announcer,
-    )
+    policy = Policy(settings.roles, channels=settings.channels, groups=slack.directory)
+    service = BackupService(vps, audit, policy, watcher=watcher, announcer=slack.announcer)
+    tuned = dataclasses.replace(approval_settings(settings), **(approval_tuning or {}))
+    approvals = RestoreApprovals(sessions, vps, audit, policy, slack.board, settings=tuned)
+    runner = ApprovalRunner(sessions, vps, audit, slack.board, watcher, approvals)
+    approvals.poke = runner.poke
     try:
         slack_app = build_slack_app(
-            settings, slack, service, socket_mode=socket_mode, verify_token=verify_token
+            settings,
+            slack,
+            service,
+            approvals,
+            socket_mode=socket_mode,
+            verify_token=verify_token,
         )
     except BaseException:
         vps.close()
         engine.dispose()
         raise
-    return BackupBot(settings, engine, sessions, vps, service, watcher, slack_app)
+    return BackupBot(
+        settings, engine, sessions, vps, service, approvals, watcher, runner, slack_app
+    )
+
+
+def approval_settings(settings: Settings) -> ApprovalSettings:
+    return ApprovalSettings(
+        ttl=timedelta(minutes=settings.approval_ttl_minutes),
+        required=settings.restore_approvals_required,
+        safety_backup=settings.restore_safety_backup,
+        approvals_channel=settings.approvals_channel,
+        lease_seconds=settings.worker_lease_seconds,
+    )

@@ -121,7 +121,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         raise _CommandFailed(str(exc)) from None
     except SQLAlchemyError as exc:
         raise _CommandFailed(f"cannot use the database: {_db_reason(exc)}") from None
-    bot.start_watcher()
+    bot.start_workers()
     stop = threading.Event()
     server: HttpServer | None = None
 

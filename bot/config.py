@@ -88,6 +88,7 @@ class Settings:
     delete_requires_approval: bool = False
     watch_poll_seconds: float = 10.0
     watch_deadline_hours: float = 24.0
+    worker_lease_seconds: float = 300.0
     log_level: str = "INFO"
 
     @property
@@ -172,6 +173,7 @@ def load_settings(
         ),
         watch_poll_seconds=_number(get("WATCH_POLL_SECONDS"), "WATCH_POLL_SECONDS", 10.0),
         watch_deadline_hours=_number(get("WATCH_DEADLINE_HOURS"), "WATCH_DEADLINE_HOURS", 24.0),
+        worker_lease_seconds=_number(get("WORKER_LEASE_SECONDS"), "WORKER_LEASE_SECONDS", 300.0),
         log_level=_log_level(get("LOG_LEVEL")),
     )
 
@@ -238,6 +240,7 @@ _MAXIMUM = {
     "RESTORE_APPROVALS_REQUIRED": 10,
     "WATCH_POLL_SECONDS": 3600,
     "WATCH_DEADLINE_HOURS": 30 * 24,
+    "WORKER_LEASE_SECONDS": 3600,
 }
 
 

@@ -474,18 +474,6 @@ class BackupService:
             actor, "delete.cancel", Outcome.OK, server_id=server_id, backup_id=backup_id
         )
 
-    # -- restore (approvals are not built yet) ----------------------------------------------
-
-    def request_restore(self, actor: Actor, backup_id: int) -> None:
-        self.audit.record(
-            actor,
-            Action.RESTORE.value,
-            Outcome.ERROR,
-            backup_id=backup_id,
-            detail="restore approvals are not available in this version",
-        )
-        raise NotAvailable(Action.RESTORE, backup_id)
-
     # -- audit review ---------------------------------------------------------------------
 
     def audit_trail(self, actor: Actor, query: AuditQuery, limit: int = 20) -> list[AuditEntry]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import and_, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.audit import Actor, AuditLog
@@ -195,6 +195,12 @@ class Watcher:
                 .values(channel_id=channel_id, thread_ts=thread_ts)
             )
         self._poke.set()
+
+    def state_of(self, backup_id: int) -> WatchState | None:
+        """What is known of a watched backup's outcome (None: it is not watched)."""
+        with self._sessions() as session:
+            state = session.scalar(select(WatchJob.state).where(WatchJob.backup_id == backup_id))
+        return WatchState(state) if state is not None else None
 
     # -- the loop --------------------------------------------------------------------------
 

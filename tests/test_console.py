@@ -562,7 +562,7 @@ def test_the_console_sends_what_the_http_app_sends(
     bot = build_app(load_settings(environ=environ, env_file=None), watch_settings=watch)
     server = bot.http_server(host="127.0.0.1", port=0).start()
     sender = SlackSender(server.url, "another-secret", slack)
-    bot.start_watcher()
+    bot.start_workers()
     backup_id = int(simulator.add_backup(12346, size_mb=512)["id"])
 
     drawn = [""]  # what the console drew for the last line

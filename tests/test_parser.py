@@ -31,7 +31,7 @@ S12 = ServerSpec(id=12345)
 LIST_USAGE = "/backup list [SERVER] [manual|automatic] [public]"
 CREATE_USAGE = "/backup create SERVER [description…]"
 DELETE_USAGE = "/backup delete BACKUP_ID"
-RESTORE_USAGE = "/backup restore BACKUP_ID"
+RESTORE_USAGE = "/backup restore BACKUP_ID [reason…]"
 AUDIT_USAGE = "/backup audit [@user] [server:SERVER] [action:ACTION] [since:7d]"
 EXPORT_USAGE = "/backup audit export"
 
@@ -130,6 +130,11 @@ def parse_error(text: str) -> ParseError:
         ("restore 499", RestoreCommand(499)),
         ("Restore #499", RestoreCommand(499)),
         ("restore\n499\n", RestoreCommand(499)),
+        (
+            "restore 499 disk corrupted after upgrade",
+            RestoreCommand(499, "disk corrupted after upgrade"),
+        ),
+        ('restore 499 "rollback: bad *deploy*"', RestoreCommand(499, "rollback: bad *deploy*")),
         # audit
         ("audit", AuditCommand()),
         ("AUDIT", AuditCommand()),
@@ -348,7 +353,6 @@ def test_usage_for(subcommand: str, expected: str) -> None:
         ("delete <@U1|bob>", ["delete needs a backup id, not a mention", "@bob"], None),
         ("restore <#C1|general>", ["restore needs a backup id, not a channel"], None),
         ("delete 1 2", ["Too many arguments", "delete takes one backup id", "`2`"], None),
-        ("restore 5 please now", ["Too many arguments", "restore", "`please now`"], None),
         ("delete 1, 2", ["backup id is a positive whole number, not `1,`"], None),
         # audit
         ("audit <@U1|alice> <@U2|bob>", ["one person", "`@alice` and `@bob`"], AUDIT_USAGE),

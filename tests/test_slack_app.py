@@ -31,7 +31,12 @@ FAST_WATCH = WatchSettings(first_poll=0.05, max_poll=0.2, tick=0.02, thread_grac
 
 class AppRig:
     def __init__(
-        self, slack: SlackDouble, simulator: Simulator, database_url: str, **env: str
+        self,
+        slack: SlackDouble,
+        simulator: Simulator,
+        database_url: str,
+        approval_tuning: dict[str, Any] | None = None,
+        **env: str,
     ) -> None:
         self.slack, self.simulator = slack, simulator
         environ = {
@@ -48,7 +53,9 @@ class AppRig:
         self.settings = load_settings(environ=environ, env_file=None)
         if database_url.startswith("postgresql"):
             upgrade(database_url)  # the release step; the app only auto-upgrades SQLite
-        self.bot: BackupBot = build_app(self.settings, watch_settings=FAST_WATCH)
+        self.bot: BackupBot = build_app(
+            self.settings, watch_settings=FAST_WATCH, approval_tuning=approval_tuning
+        )
         self.server = self.bot.http_server(host="127.0.0.1", port=0).start()
         self.sender = SlackSender(f"{self.server.url}/slack/events", SECRET, slack)
 
@@ -264,7 +271,7 @@ def test_provider_errors_reach_the_person_without_internals(rig: AppRig) -> None
 
 
 def test_create_posts_in_channel_and_replies_in_the_thread_when_done(rig: AppRig) -> None:
-    rig.bot.start_watcher()
+    rig.bot.start_workers()
     ack = rig.command('create web-server-01 "before deploy"')
     assert ack.text == ""
     call = rig.slack.wait_for(
@@ -384,7 +391,7 @@ def test_overflow_menu_offers_delete_and_restore(rig: AppRig) -> None:
     card = rig.click(listing, blocks.BACKUP_MENU, value=f"delete:{backup_id}")
     assert f"Delete backup {backup_id}?" in text_of(card)
     restore = rig.click(listing, blocks.BACKUP_MENU, value=f"restore:{backup_id}")
-    assert "nothing was restored" in text_of(restore)
+    assert "Asked for approval" in text_of(restore)  # a card, and nothing restored yet
     assert rig.simulator.restores == []
 
 
@@ -449,7 +456,7 @@ def test_no_secret_reaches_logs_messages_or_the_audit_table(
     rig: AppRig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    rig.bot.start_watcher()
+    rig.bot.start_workers()
     rig.simulator.inject(method="POST", path="/backups/", status=500)
     failed = rig.run("create web-server-01")  # one POST (500), then listing to look for it
     assert "did not confirm" in text_of(failed)
@@ -494,12 +501,13 @@ def test_a_delete_click_is_authorized_for_the_clicker(rig: AppRig) -> None:
     assert row.actor_user_id == "U_BOB" and row.backup_id == backup_id
 
 
-def test_restore_command_says_plainly_that_nothing_was_restored(rig: AppRig) -> None:
-    body = rig.run("restore 101")
-    assert "nothing was restored" in text_of(body)
+def test_a_restore_request_posts_a_card_and_restores_nothing(rig: AppRig) -> None:
+    body = rig.run("restore 101 disk corrupted")
+    assert "Asked for approval" in text_of(body)
     assert rig.simulator.restores == []
     assert rig.simulator.api_calls("POST") == []
-    assert rig.audit("restore", "error")
+    [row] = rig.audit("restore.request", "ok")
+    assert row.approval_id is not None and "disk corrupted" in row.detail
 
 
 def test_forged_button_clicks_are_refused(rig: AppRig) -> None:

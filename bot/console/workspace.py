@@ -127,7 +127,7 @@ class Workspace:
         self.bot = build_app(self.settings, watch_settings=watch)
         self.server = self.bot.http_server(host="127.0.0.1", port=0).start()
         self.sender = SlackSender(f"{self.server.url}/slack/events", signing_secret, self.slack)
-        self.bot.start_watcher()
+        self.bot.start_workers()
 
     def close(self) -> None:
         """Stop in dependency order; safe to call twice and after a failed start."""

@@ -15,8 +15,10 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
 )
 
+from bot.approvals import RestoreApprovals
 from bot.config import Settings
 from bot.service import BackupService
+from bot.slack.board import SlackApprovalBoard
 from bot.slack.directory import SlackDirectory
 from bot.slack.edge import SlackEdge
 from bot.slack.listeners import register_listeners
@@ -54,6 +56,7 @@ class SlackConnection:
         self.directory = SlackDirectory(self.client)
         self.announcer = SlackAnnouncer(self.client)
         self.notifier = SlackNotifier(self.client)
+        self.board = SlackApprovalBoard(self.client)
 
 
 @dataclass
@@ -73,12 +76,14 @@ def build_slack_app(
     settings: Settings,
     slack: SlackConnection,
     service: BackupService,
+    approvals: RestoreApprovals,
     *,
     socket_mode: bool,
     verify_token: bool = True,
 ) -> SlackApp:
     edge = SlackEdge(
         service=service,
+        approvals=approvals,
         directory=slack.directory,
         client=slack.client,
         pool=ThreadPoolExecutor(WORK_THREADS, thread_name_prefix="backupbot-work"),

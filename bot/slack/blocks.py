@@ -29,21 +29,12 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.audit import AuditEntry
-from bot.policy import Action, Decision
 from bot.service import (
-    BackupNotFinished,
     CreateResult,
     DeleteResult,
-    Denied,
     Listing,
-    NoSuchBackup,
-    NotAvailable,
-    ProviderError,
-    ServiceError,
-    UnknownServer,
 )
 from bot.slack.parser import COMMAND_NAME, positive_id
-from bot.vps.errors import OutcomeUnknown
 from bot.vps.models import BACKUP_TYPES, Backup, Phase, ServerRef
 from bot.watch import FinishedBackup
 
@@ -91,18 +82,18 @@ def human_duration(seconds: float) -> str:
     return f"{hours} h {minutes} min"
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
     """Slack's three control characters, so names and descriptions show as typed."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _message(text: str, blocks: Sequence[Block]) -> dict[str, Any]:
+def as_message(text: str, blocks: Sequence[Block]) -> dict[str, Any]:
     return {"text": text, "blocks": [block.to_dict() for block in blocks]}
 
 
 def notice(text: str) -> dict[str, Any]:
     """A one-section message (errors, confirmations)."""
-    return _message(_plain_fallback(text), [SectionBlock(text=MarkdownTextObject(text=text))])
+    return as_message(_plain_fallback(text), [SectionBlock(text=MarkdownTextObject(text=text))])
 
 
 def _plain_fallback(text: str) -> str:
@@ -156,7 +147,7 @@ def backup_list(listing: Listing, *, page: int = 0, public: bool = False) -> dic
     page = min(page, pages - 1)
     shown = backups[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
     running = sum(1 for b in backups if b.phase is Phase.RUNNING)
-    summary = _count(len(backups), "backup")
+    summary = count_of(len(backups), "backup")
     if len(backups) > running:
         summary += f", {human_size(listing.total_size_mb)} in all"
     if running:
@@ -169,7 +160,7 @@ def backup_list(listing: Listing, *, page: int = 0, public: bool = False) -> dic
         DividerBlock(),
     ]
     if listing.unreadable:
-        rows = _count(listing.unreadable, "row")
+        rows = count_of(listing.unreadable, "row")
         blocks.append(
             ContextBlock(
                 elements=[
@@ -194,15 +185,15 @@ def backup_list(listing: Listing, *, page: int = 0, public: bool = False) -> dic
     ]
     if pager:
         blocks.append(ActionsBlock(block_id="list_pager", elements=pager))
-    return _message(f"{title}: {summary}", blocks)
+    return as_message(f"{title}: {summary}", blocks)
 
 
 def _backup_row(backup: Backup) -> list[Block]:
     icon = _STATUS_ICON[backup.phase]
     expires = slack_date(backup.expires_at, "{date_short_pretty}") if backup.expires_at else "never"
     lines = [
-        f"{icon} *Backup {backup.id}* · {_escape(backup.server.name)} (`{backup.server.id}`) · "
-        f"{backup.backup_type} · {_escape(backup.status)}",
+        f"{icon} *Backup {backup.id}* · {escape(backup.server.name)} (`{backup.server.id}`) · "
+        f"{backup.backup_type} · {escape(backup.status)}",
         f"{human_size(backup.size_mb)} · created {slack_date(backup.created_at)} · "
         f"expires {expires}",
     ]
@@ -228,14 +219,14 @@ def _description(description: str, limit: int) -> list[Block]:
     typed and cannot break the message around it."""
     if not description.strip():
         return []
-    return [ContextBlock(elements=[PlainTextObject(text=_clip(description, limit), emoji=False)])]
+    return [ContextBlock(elements=[PlainTextObject(text=clip(description, limit), emoji=False)])]
 
 
-def _clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _count(number: int, noun: str) -> str:
+def count_of(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
@@ -244,7 +235,7 @@ def _count(number: int, noun: str) -> str:
 
 def backup_started(backup: Backup, requester_id: str) -> dict[str, Any]:
     """The in-channel "started" message; its ts becomes the thread of the outcome reply."""
-    status = _escape(backup.status)
+    status = escape(backup.status)
     if backup.phase is Phase.RUNNING:
         status += " · I'll reply in this thread when it finishes."
     return _started_message(
@@ -269,10 +260,10 @@ def _started_message(
     fallback: str,
 ) -> dict[str, Any]:
     text = (
-        f"{icon} Backup *{backup_id}* of *{_escape(server.name)}* (`{server.id}`) "
+        f"{icon} Backup *{backup_id}* of *{escape(server.name)}* (`{server.id}`) "
         f"started by <@{requester_id}>"
     )
-    return _message(
+    return as_message(
         fallback,
         [
             SectionBlock(text=MarkdownTextObject(text=text)),
@@ -289,8 +280,8 @@ def delete_card(backup: Backup) -> dict[str, Any]:
     expires = slack_date(backup.expires_at, "{date_short_pretty}") if backup.expires_at else "never"
     text = (
         f"*Delete backup {backup.id}?* This cannot be undone.\n"
-        f"Server: *{_escape(backup.server.name)}* (`{backup.server.id}`)\n"
-        f"Type: {backup.backup_type} · Status: {_escape(backup.status)}\n"
+        f"Server: *{escape(backup.server.name)}* (`{backup.server.id}`)\n"
+        f"Type: {backup.backup_type} · Status: {escape(backup.status)}\n"
         f"Created: {slack_date(backup.created_at)} · Expires: {expires}\n"
         f"Size: {human_size(backup.size_mb)}"
     )
@@ -301,7 +292,7 @@ def delete_card(backup: Backup) -> dict[str, Any]:
         deny="Keep it",
         style="danger",
     )
-    return _message(
+    return as_message(
         f"Delete backup {backup.id} of {backup.server.name}?",
         [
             SectionBlock(text=MarkdownTextObject(text=text)),
@@ -344,7 +335,7 @@ def delete_cancelled(backup_id: int | None) -> dict[str, Any]:
 
 
 def help_message(usage: str) -> dict[str, Any]:
-    return _message(
+    return as_message(
         "Backup Bot: " + usage.splitlines()[0] if usage else "Backup Bot",
         [
             SectionBlock(
@@ -394,7 +385,8 @@ def home_view(usage: str, roles: Sequence[str], actions: Sequence[str]) -> dict[
                 HeaderBlock(text=PlainTextObject(text="Backup Bot")),
                 SectionBlock(
                     text=MarkdownTextObject(
-                        text="List, create and delete your VPS backups from any channel with "
+                        text="List, create and delete your VPS backups, and ask for restores "
+                        "that someone else approves, from any channel with "
                         f"`{COMMAND_NAME}`. Every action is recorded in the audit log."
                     )
                 ),
@@ -414,7 +406,7 @@ _OUTCOME_ICON = {"completed": "✅", "failed": "❌", "vanished": "⚠️", "gav
 
 
 def _outcome_text(job: FinishedBackup) -> str:
-    server = f"*{_escape(job.server_name)}* (`{job.server_id}`)"
+    server = f"*{escape(job.server_name)}* (`{job.server_id}`)"
     icon = _OUTCOME_ICON.get(job.state, "•")
     if job.state == "completed":
         took = _took(job)
@@ -424,7 +416,7 @@ def _outcome_text(job: FinishedBackup) -> str:
             f"*{human_size(job.size_mb)}*. Expires: {expires}."
         )
     if job.state == "failed":
-        reason = f": {_escape(job.last_error[:1500])}" if job.last_error else ""
+        reason = f": {escape(job.last_error[:1500])}" if job.last_error else ""
         return (
             f"{icon} Backup *{job.backup_id}* of {server} *failed*{_odd_status(job, 'failed')}"
             f"{reason}. <@{job.requester_id}>, the server has no new backup; try again or check "
@@ -436,7 +428,7 @@ def _outcome_text(job: FinishedBackup) -> str:
             f"before it finished, so there is no such backup now. <@{job.requester_id}>, check "
             f"`{COMMAND_NAME} list {job.server_id}`."
         )
-    reason = f" Last thing heard: {_escape(job.last_error[:1500])}." if job.last_error else ""
+    reason = f" Last thing heard: {escape(job.last_error[:1500])}." if job.last_error else ""
     return (
         f"{icon} I stopped tracking backup *{job.backup_id}* of {server}: no final answer from "
         f"the provider in time.{reason} <@{job.requester_id}>, check it with "
@@ -458,14 +450,14 @@ def _took(job: FinishedBackup) -> str:
 
 def _odd_status(job: FinishedBackup, word: str) -> str:
     """The provider's own status word, when it says more than ours."""
-    return "" if job.status.lower() == word else f" (provider status `{_escape(job.status)}`)"
+    return "" if job.status.lower() == word else f" (provider status `{escape(job.status)}`)"
 
 
 def backup_finished(job: FinishedBackup, *, via_dm: bool = False) -> dict[str, Any]:
     text = _outcome_text(job)
     if via_dm and job.channel_id:
         text += f"\n_(I could not post in <#{job.channel_id}>, so this comes to you directly.)_"
-    return _message(_plain_fallback(text), [SectionBlock(text=MarkdownTextObject(text=text))])
+    return as_message(_plain_fallback(text), [SectionBlock(text=MarkdownTextObject(text=text))])
 
 
 def backup_started_final(job: FinishedBackup) -> dict[str, Any]:
@@ -499,8 +491,13 @@ def audit_trail(rows: Sequence[AuditEntry], filters: str) -> dict[str, Any]:
         ContextBlock(
             elements=[
                 MarkdownTextObject(
-                    text=f"{_count(len(rows), 'newest row')}{' · ' + filters if filters else ''} · "
-                    "`backupbot audit export` gives them all as CSV"
+                    text=" · ".join(
+                        [
+                            count_of(len(rows), "newest row"),
+                            *([filters] if filters else []),
+                            "`backupbot audit export` gives them all as CSV",
+                        ]
+                    )
                 )
             ]
         ),
@@ -515,24 +512,24 @@ def audit_trail(rows: Sequence[AuditEntry], filters: str) -> dict[str, Any]:
         if row.backup_id is not None:
             subject.append(f"backup `{row.backup_id}`")
         status = f" · provider {row.provider_status}" if row.provider_status else ""
-        detail = f"\n_{_escape(row.detail[:300])}_" if row.detail else ""
+        detail = f"\n_{escape(row.detail[:300])}_" if row.detail else ""
         where = f" in <#{row.channel_id}>" if row.channel_id else ""
         blocks.append(
             SectionBlock(
                 text=MarkdownTextObject(
-                    text=f"{_AUDIT_ICON.get(row.outcome, '•')} *{_escape(row.action)}* "
+                    text=f"{_AUDIT_ICON.get(row.outcome, '•')} *{escape(row.action)}* "
                     f"{' '.join(subject)} by <@{row.actor_user_id}>{where} · "
                     f"{slack_date(row.occurred_at)} · {row.outcome}{status}{detail}"
                 )
             )
         )
-    return _message(f"Audit log: {len(rows)} rows", blocks)
+    return as_message(f"Audit log: {len(rows)} rows", blocks)
 
 
-# -- errors and notes: the domain's facts in words -------------------------------------------
+# -- notes -----------------------------------------------------------------------------------
 
 # Why the bot could not post in a channel, in words for the person who asked.
-_NOT_POSTABLE = {
+NOT_POSTABLE = {
     "not_in_channel": "I'm not a member of this channel",
     "channel_not_found": "I can't see this channel (private, or a DM I'm not part of)",
     "is_archived": "this channel is archived",
@@ -542,126 +539,13 @@ _NOT_POSTABLE = {
 }
 
 
-def denial(decision: Decision) -> str:
-    if decision.channel_closed:
-        return (
-            f"`{COMMAND_NAME}` is not enabled in this channel; ask an admin to add it to "
-            "BACKUP_CHANNELS, or use one of the backup channels."
-        )
-    return (
-        f"{_DOING[decision.action]} needs the *{decision.required_role}* role, which you do not "
-        "have. Ask an admin to add you (or one of your user groups) to "
-        f"`{decision.role_variable}`."
-    )
-
-
-_DOING = {
-    Action.LIST: "Listing backups",
-    Action.CREATE: "Creating a backup",
-    Action.DELETE: "Deleting a backup",
-    Action.RESTORE: "Asking for a restore",
-    Action.APPROVE: "Approving a restore",
-    Action.REJECT: "Rejecting a restore",
-    Action.AUDIT: "Reading the audit log",
-}
-
-
-def _unknown_server(error: UnknownServer) -> str:
-    name = _escape(error.name)
-    if error.ambiguous:
-        listed = ", ".join(f"`{s.id}`" for s in error.candidates)
-        return f"Several servers are named `{name}` ({listed}); use the numeric id."
-    if error.candidates:
-        listed = ", ".join(f"`{_escape(s.name)}` (`{s.id}`)" for s in error.candidates[:10])
-        return f"No server is named `{name}`. Did you mean {listed}?"
-    return (
-        f"No server named `{name}` has any backups. Use the server's numeric id "
-        "(servers are found through their backups)."
-    )
-
-
-def _not_available(error: NotAvailable) -> str:
-    if error.feature == "restore":
-        return (
-            f"Restoring backup {error.subject} needs an approval flow that this version of "
-            "Backup Bot does not have yet, so nothing was restored. Until it does, restore "
-            "from the provider's control panel."
-        )
-    return (
-        "Exporting from Slack is not in this version yet (it would need the `files:write` "
-        "scope). An operator can run `backupbot audit export --since 7d -o audit.csv`."
-    )
-
-
-def error_notice(error: ServiceError) -> dict[str, Any]:
-    """What a person sees when a use-case could not be done."""
-    if isinstance(error, Denied):
-        return notice(f"⛔ {denial(error.decision)}")
-    if isinstance(error, NotAvailable):
-        return notice(_not_available(error))
-    if isinstance(error, UnknownServer):
-        text = _unknown_server(error)
-    elif isinstance(error, NoSuchBackup):
-        text = (
-            f"There is no backup `{error.backup_id}` (it may have been deleted or have expired). "
-            f"`{COMMAND_NAME} list` shows what exists."
-        )
-    elif isinstance(error, BackupNotFinished):
-        backup = error.backup
-        text = (
-            f"Backup {backup.id} of {_escape(backup.server.name)} is still "
-            f"{_escape(backup.status)}: it can be deleted once it has finished."
-        )
-    elif isinstance(error, ProviderError):
-        text = _provider_error(error)
-    else:
-        text = _escape(str(error))
-    return notice(f"⚠️ {text}")
-
-
-def _provider_error(error: ProviderError) -> str:
-    """What the person asked for, then why the provider did not do it."""
-    reason = _escape(error.error.message)
-    server = error.server
-    if isinstance(error.error, OutcomeUnknown):
-        if server is None:
-            return reason
-        return f"{reason} `{COMMAND_NAME} list {server.id}` shows them."
-    if error.action is Action.CREATE and server is not None:
-        asked = f"Could not create a backup of {_escape(server.name)}"
-    elif error.action is Action.DELETE and error.backup_id is not None:
-        asked = f"Could not delete backup {error.backup_id}"
-    elif error.action is Action.LIST and server is not None:
-        asked = f"Could not list the backups of {_escape(server.name)}"
-    else:
-        asked = f"Could not {_ASKED.get(error.action, 'do that')}"
-    return f"{asked}. {reason}"
-
-
-_ASKED = {
-    Action.LIST: "list the backups",
-    Action.CREATE: "create the backup",
-    Action.DELETE: "delete the backup",
-    Action.RESTORE: "restore the server",
-    Action.AUDIT: "look up that server for the audit log",
-}
-
-
-def unexpected_failure(what: str, reference: str) -> dict[str, Any]:
-    return notice(
-        f"⚠️ Something went wrong on our side while trying to {what}; it may not have "
-        "finished. Check the result before trying again. Reference for the bot's operators: "
-        f"`{reference}`."
-    )
-
-
 def create_notes(result: CreateResult) -> dict[str, Any] | None:
     """A private word to the requester when the "started" message or tracking went astray."""
     backup, announcement = result.backup, result.announcement
     notes = []
     if not announcement.in_channel:
         problem = announcement.problem or "no_channel"
-        reason = _NOT_POSTABLE.get(problem, f"Slack refused the message ({problem})")
+        reason = NOT_POSTABLE.get(problem, f"Slack refused the message ({problem})")
         where = "our DM" if announcement.ts else "nowhere else, so keep this message"
         invite = (
             " Invite me with `/invite @Backup Bot` to get it here next time."
@@ -677,5 +561,5 @@ def create_notes(result: CreateResult) -> dict[str, Any] | None:
     if not notes:
         return None
     return notice(
-        f"✅ Backup *{backup.id}* of *{_escape(backup.server.name)}* started. " + " ".join(notes)
+        f"✅ Backup *{backup.id}* of *{escape(backup.server.name)}* started. " + " ".join(notes)
     )

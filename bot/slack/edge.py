@@ -21,10 +21,12 @@ from typing import Any
 from slack_bolt import Respond
 from slack_sdk import WebClient
 
+from bot.approvals import RestoreApprovals
 from bot.audit import Actor
 from bot.service import BackupService, ServiceError
 from bot.slack import blocks
 from bot.slack.directory import SlackDirectory
+from bot.slack.errors import error_notice
 from bot.slack.notify import post_to_dm, slack_error
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,7 @@ class PatientRespond:
 @dataclass
 class SlackEdge:
     service: BackupService
+    approvals: RestoreApprovals
     directory: SlackDirectory
     client: WebClient
     pool: ThreadPoolExecutor
@@ -163,7 +166,7 @@ class SlackEdge:
                     job(actor, patient)
             except ServiceError as exc:
                 assert actor is not None  # who() raises no ServiceError
-                self.reply_private(patient, actor, blocks.error_notice(exc))
+                self.reply_private(patient, actor, error_notice(exc))
             except Exception:
                 reference = _reference()
                 log.exception("%s failed (reference %s)", what, reference)

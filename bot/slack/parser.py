@@ -30,7 +30,7 @@ _USAGE_LINES: dict[str, tuple[str, ...]] = {
     "list": (f"{COMMAND_NAME} list [SERVER] [manual|automatic] [public]",),
     "create": (f"{COMMAND_NAME} create SERVER [description…]",),
     "delete": (f"{COMMAND_NAME} delete BACKUP_ID",),
-    "restore": (f"{COMMAND_NAME} restore BACKUP_ID",),
+    "restore": (f"{COMMAND_NAME} restore BACKUP_ID [reason…]",),
     "audit": (
         f"{COMMAND_NAME} audit [@user] [server:SERVER] [action:ACTION] [since:7d]",
         f"{COMMAND_NAME} audit export",
@@ -116,9 +116,10 @@ class DeleteCommand:
 
 @dataclass(frozen=True)
 class RestoreCommand:
-    """`/backup restore BACKUP_ID`."""
+    """`/backup restore BACKUP_ID [reason…]`: asks approvers; the reason is shown on the card."""
 
     backup_id: int
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -527,7 +528,11 @@ def _parse_delete(scanner: _Scanner) -> Command:
 
 
 def _parse_restore(scanner: _Scanner) -> Command:
-    return RestoreCommand(backup_id=_one_backup_id(scanner, "restore"))
+    token = scanner.next()
+    if token is None:
+        _fail("restore needs a backup id, like `restore 123`.", "restore")
+    backup_id = _backup_id(token, "restore")
+    return RestoreCommand(backup_id=backup_id, reason=_description(scanner.remainder()))
 
 
 _AUDIT_FILTERS = ("server", "action", "since")

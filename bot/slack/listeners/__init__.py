@@ -5,10 +5,11 @@ from __future__ import annotations
 from slack_bolt import App
 
 from bot.slack.edge import SlackEdge
-from bot.slack.listeners import actions, commands, events
+from bot.slack.listeners import actions, approvals, commands, events
 
 
 def register_listeners(app: App, edge: SlackEdge) -> None:
     commands.register(app, edge)
     actions.register(app, edge)
+    approvals.register(app, edge)
     events.register(app, edge)

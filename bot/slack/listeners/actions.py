@@ -12,7 +12,7 @@ from slack_bolt import Ack, App, Respond
 from bot.audit import Actor
 from bot.slack import blocks
 from bot.slack.edge import Responder, SlackEdge, Waiting, guarded
-from bot.slack.listeners.replies import offer_delete, show_list
+from bot.slack.listeners.replies import offer_delete, request_restore, show_list
 from bot.slack.parser import positive_id
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def _backup_menu(edge: SlackEdge) -> Any:
             if verb == "delete":
                 offer_delete(edge, actor, reply, backup_id)
             else:
-                edge.service.request_restore(actor, backup_id)
+                request_restore(edge, actor, reply, backup_id)
 
         _later(edge, body, respond, f"{verb} backup {backup_id}", job)
 

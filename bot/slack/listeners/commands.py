@@ -9,7 +9,13 @@ from slack_bolt import Ack, App, Respond
 from bot.audit import Actor
 from bot.slack import blocks
 from bot.slack.edge import Responder, SlackEdge, Waiting, guarded
-from bot.slack.listeners.replies import create, offer_delete, show_audit, show_list
+from bot.slack.listeners.replies import (
+    create,
+    offer_delete,
+    request_restore,
+    show_audit,
+    show_list,
+)
 from bot.slack.parser import (
     COMMAND_NAME,
     USAGE,
@@ -65,7 +71,7 @@ def run_command(edge: SlackEdge, parsed: Command, actor: Actor, respond: Respond
     elif isinstance(parsed, DeleteCommand):
         offer_delete(edge, actor, respond, parsed.backup_id)
     elif isinstance(parsed, RestoreCommand):
-        edge.service.request_restore(actor, parsed.backup_id)
+        request_restore(edge, actor, respond, parsed.backup_id, parsed.reason or "")
     elif isinstance(parsed, AuditCommand):
         show_audit(edge, actor, respond, parsed)
     elif isinstance(parsed, AuditExportCommand):

@@ -8,7 +8,7 @@ from typing import Any
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
-from bot.slack import blocks
+from bot.slack import approval_blocks, blocks
 from bot.slack.edge import SlackEdge, guarded
 from bot.slack.parser import USAGE
 
@@ -34,6 +34,7 @@ def _home(edge: SlackEdge) -> Any:
 def publish_home(edge: SlackEdge, user_id: str) -> None:
     roles, allowed = edge.service.permissions(user_id)
     view = {"type": "home", **blocks.home_view(USAGE, roles, allowed)}
+    view["blocks"] += approval_blocks.pending_on_home(edge.approvals.pending_for(user_id))
     try:
         edge.client.views_publish(user_id=user_id, view=view)
     except SlackApiError as exc:

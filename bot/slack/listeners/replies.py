@@ -7,7 +7,7 @@ import logging
 from bot.ages import format_age
 from bot.audit import Actor
 from bot.service import AuditQuery
-from bot.slack import blocks
+from bot.slack import approval_blocks, blocks
 from bot.slack.edge import Responder, SlackEdge
 from bot.slack.parser import AuditCommand
 
@@ -68,3 +68,10 @@ def show_audit(edge: SlackEdge, actor: Actor, respond: Responder, parsed: AuditC
         if part
     )
     edge.reply_private(respond, actor, blocks.audit_trail(rows, filters))
+
+
+def request_restore(
+    edge: SlackEdge, actor: Actor, respond: Responder, backup_id: int, reason: str = ""
+) -> None:
+    approval = edge.approvals.request(actor, backup_id, reason)
+    edge.reply_private(respond, actor, approval_blocks.request_posted(approval))

@@ -1,0 +1,909 @@
+"""Restore with approvals: a request, four eyes, a typed confirmation, a safety backup first, and
+exactly one restore call — however many clicks, submissions, instances or restarts.
+
+The life of an `Approval` (each arrow a compare-and-set on `state` and `version`):
+
+    pending ──(RESTORE_APPROVALS_REQUIRED approvers)──▶ approved
+    pending ──▶ rejected | cancelled | expired (APPROVAL_TTL_MINUTES)
+    approved ──▶ safety_backup ──▶ ready          (without a safety backup: approved ──▶ ready)
+    ready ──▶ restoring ──▶ done | failed
+    approved | safety_backup | ready ──▶ failed   (saying why; nothing was restored)
+
+Decisions (`RestoreApprovals`) are use-cases a person calls. Execution (`ApprovalRunner`) is a
+durable job claimed under a lease: each step ends in a state written to the database, so a
+restart continues where the last one stopped. The restore call itself is guarded twice: the
+step `ready → restoring` is written *before* the request is sent, and a job found in `restoring`
+after a restart is never sent again (its outcome is unknown, and the card says so): a restore
+overwrites a disk, so "at most once, and said plainly" beats "maybe twice".
+
+Nothing here knows Slack: cards and thread replies go through the `ApprovalBoard` port.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.audit import Actor, AuditLog
+from bot.db import OPEN_APPROVAL_STATES, Approval, ApprovalState, Outcome, WatchState
+from bot.leases import Leases, worker_name
+from bot.policy import Action, Decision, Policy, Role
+from bot.service import BackupWatch, Denied, NoSuchBackup, ProviderError, ServiceError
+from bot.vps.client import BackupsClient
+from bot.vps.errors import NotFound, OutcomeUnknown, VpsError
+from bot.vps.models import Backup, Phase, ServerRef
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ApprovalSettings:
+    ttl: timedelta = timedelta(minutes=30)  # APPROVAL_TTL_MINUTES
+    required: int = 1  # RESTORE_APPROVALS_REQUIRED
+    safety_backup: bool = True  # RESTORE_SAFETY_BACKUP
+    approvals_channel: str | None = None  # APPROVALS_CHANNEL
+    safety_timeout: timedelta = timedelta(hours=6)  # a safety backup running longer fails it
+    lease_seconds: float = 120.0
+    tick: float = 1.0  # how often the runner looks for work
+    wait: float = 5.0  # between looks at a running safety backup
+
+
+# -- facts ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Approver:
+    user_id: str
+    name: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ApprovalFacts:
+    """One approval as a card shows it (a detached copy of the row)."""
+
+    id: int
+    state: ApprovalState
+    version: int  # compare-and-set token: every write bumps it
+    server: ServerRef
+    backup_id: int
+    backup_type: str
+    backup_created_at: datetime
+    backup_size_mb: float | None
+    backup_description: str
+    requester_id: str
+    requester_name: str
+    channel_id: str | None
+    reason: str
+    card_channel_id: str | None
+    card_ts: str | None
+    required_approvals: int
+    approvers: tuple[Approver, ...]
+    created_at: datetime
+    expires_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    safety_backup: bool
+    safety_backup_id: int | None
+    provider_status: int | None
+    detail: str
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Approval) -> ApprovalFacts:
+        return cls(
+            id=row.id,
+            state=ApprovalState(row.state),
+            version=row.version,
+            server=ServerRef(row.server_id, row.server_name),
+            backup_id=row.backup_id,
+            backup_type=row.backup_type,
+            backup_created_at=row.backup_created_at,
+            backup_size_mb=row.backup_size_mb,
+            backup_description=row.backup_description,
+            requester_id=row.requester_id,
+            requester_name=row.requester_name,
+            channel_id=row.channel_id,
+            reason=row.reason,
+            card_channel_id=row.card_channel_id,
+            card_ts=row.card_ts,
+            required_approvals=row.required_approvals,
+            approvers=tuple(_approvers(row.approvers)),
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            decided_by=row.decided_by,
+            decided_at=row.decided_at,
+            safety_backup=row.safety_backup,
+            safety_backup_id=row.safety_backup_id,
+            provider_status=row.provider_status,
+            detail=row.detail,
+            finished_at=row.finished_at,
+        )
+
+    @property
+    def pending(self) -> bool:
+        return self.state is ApprovalState.PENDING
+
+    def loss_window(self, now: datetime) -> timedelta:
+        """How much of the server's life a restore throws away: since the backup was taken."""
+        return max(timedelta(0), now - self.backup_created_at)
+
+
+def _approvers(data: Any) -> list[Approver]:
+    return [
+        Approver(str(a["user_id"]), str(a.get("name", "")), datetime.fromisoformat(a["at"]))
+        for a in data or []
+    ]
+
+
+class Step(enum.Enum):
+    """What a card's thread is told as the approval moves on."""
+
+    APPROVED = "approved"  # one more approver (the last one makes it `approved`)
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    SAFETY_STARTED = "safety started"
+    SAFETY_DONE = "safety done"
+    RESTORE_ACCEPTED = "restore accepted"
+    FAILED = "failed"
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+class NoSuchApproval(ServiceError):
+    def __init__(self, approval_id: int) -> None:
+        super().__init__(f"no approval {approval_id}")
+        self.approval_id = approval_id
+
+
+class BackupNotRestorable(ServiceError):
+    """Only a completed backup can be restored."""
+
+    def __init__(self, backup: Backup) -> None:
+        super().__init__(f"backup {backup.id} is {backup.status}")
+        self.backup = backup
+
+
+class NotDecidable(ServiceError):
+    """This person may not decide this approval now; `why` says which rule stops them."""
+
+    REQUESTER = "requester"  # nobody approves or rejects their own request
+    NOT_REQUESTER = "not requester"  # only the requester cancels
+    ALREADY_APPROVED = "already approved"  # each approver counts once
+    CLOSED = "closed"  # decided, cancelled or under way already
+    EXPIRED = "expired"
+
+    def __init__(self, approval: ApprovalFacts, why: str) -> None:
+        super().__init__(f"approval {approval.id}: {why}")
+        self.approval = approval
+        self.why = why
+
+
+class WrongConfirmation(ServiceError):
+    """The name typed to confirm is not the server's."""
+
+    def __init__(self, approval: ApprovalFacts, typed: str) -> None:
+        super().__init__(f"approval {approval.id}: typed {typed[:80]!r}")
+        self.approval = approval
+        self.typed = typed
+
+
+class CardNotPosted(ServiceError):
+    """The approval card could not be posted, so nobody could decide: nothing was requested."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"approval card not posted: {problem}")
+        self.problem = problem
+
+
+# -- ports --------------------------------------------------------------------------------------
+
+
+class ApprovalBoard(Protocol):
+    """Where approvals are shown and decided (the Slack side implements it)."""
+
+    def post_card(self, approval: ApprovalFacts, channel_id: str) -> tuple[str, str]:
+        """Post the card in `channel_id`; (channel, ts). Raises `CardNotPosted`."""
+        ...
+
+    def update_card(self, approval: ApprovalFacts) -> None: ...
+
+    def tell_thread(self, approval: ApprovalFacts, step: Step) -> None: ...
+
+
+# -- the use-cases --------------------------------------------------------------------------------
+
+
+class RestoreApprovals:
+    """Request, approve, reject and cancel restores on behalf of people. Thread-safe."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        client: BackupsClient,
+        audit: AuditLog,
+        policy: Policy,
+        board: ApprovalBoard,
+        *,
+        settings: ApprovalSettings | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        poke: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._sessions = sessions
+        self._client = client
+        self._audit = audit
+        self._policy = policy
+        self._board = board
+        self.settings = settings or ApprovalSettings()
+        self._clock = clock
+        self.poke = poke  # wakes the runner when an approval becomes due
+
+    # -- asking ------------------------------------------------------------------------------
+
+    def request(self, actor: Actor, backup_id: int, reason: str = "") -> ApprovalFacts:
+        """Check the backup, record a pending approval, post its card; returns it."""
+        decision = self._policy.check(
+            actor.user_id, Action.RESTORE, actor.channel_id, direct=actor.direct
+        )
+        if not decision.allowed:
+            self._deny(actor, decision, backup_id=backup_id, parameters={"reason": reason})
+        try:
+            backup = self._client.find_backup(backup_id)
+        except NotFound:
+            self._record(actor, "restore.request", Outcome.ERROR, None, backup_id, "no such backup")
+            raise NoSuchBackup(backup_id) from None
+        except VpsError as exc:
+            self._record(actor, "restore.request", Outcome.ERROR, None, backup_id, exc.message)
+            raise ProviderError(exc, Action.RESTORE, backup_id=backup_id) from None
+        if backup.phase is not Phase.COMPLETED:
+            self._record(
+                actor, "restore.request", Outcome.ERROR, None, backup_id, f"backup {backup.status}"
+            )
+            raise BackupNotRestorable(backup)
+        now = self._clock()
+        row = Approval(
+            kind="restore",
+            state=ApprovalState.PENDING.value,
+            version=0,
+            server_id=backup.server.id,
+            server_name=backup.server.name[:255],
+            backup_id=backup.id,
+            backup_type=backup.backup_type[:32],
+            backup_created_at=backup.created_at,
+            backup_size_mb=backup.size_mb,
+            backup_description=backup.description,
+            requester_id=actor.user_id,
+            requester_name=actor.name[:255],
+            team_id=actor.team_id,
+            channel_id=actor.channel_id,
+            reason=reason[:2000],
+            required_approvals=self.settings.required,
+            approvers=[],
+            created_at=now,
+            expires_at=now + self.settings.ttl,
+            safety_backup=self.settings.safety_backup,
+            detail="",
+        )
+        with self._sessions.begin() as session:
+            session.add(row)
+            session.flush()
+            approval_id = row.id
+        facts = ApprovalFacts.of(row)
+        where = self.settings.approvals_channel or actor.channel_id
+        try:
+            if where is None:
+                raise CardNotPosted("no_channel")
+            channel, ts = self._board.post_card(facts, where)
+        except CardNotPosted as exc:
+            self._close(approval_id, ApprovalState.PENDING, ApprovalState.CANCELLED, exc.problem)
+            self._record(
+                actor, "restore.request", Outcome.ERROR, backup.server.id, backup_id,
+                f"approval card not posted: {exc.problem}", approval_id,
+            )  # fmt: skip
+            raise
+        self._update(approval_id, card_channel_id=channel, card_ts=ts)
+        self._record(
+            actor, "restore.request", Outcome.OK, backup.server.id, backup_id,
+            f"approval card posted; expires {row.expires_at:%Y-%m-%d %H:%M} UTC"
+            + (f"; reason: {reason[:500]}" if reason else ""),
+            approval_id,
+        )  # fmt: skip
+        return self.get(approval_id)
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def check_decider(self, actor: Actor, approval_id: int, action: Action) -> ApprovalFacts:
+        """Raise (and audit) unless `actor` may take `action` (approve/reject) on it now."""
+        approval = self.get(approval_id)
+        # Decided on the card (or App Home), wherever it is: BACKUP_CHANNELS is not asked.
+        decision = self._policy.check(actor.user_id, action)
+        if not decision.allowed:
+            self._deny(actor, decision, approval=approval)
+        why = None
+        if actor.user_id == approval.requester_id:
+            why = NotDecidable.REQUESTER
+        elif not approval.pending:
+            why = NotDecidable.CLOSED
+        elif self._clock() >= approval.expires_at:
+            why = NotDecidable.EXPIRED
+        elif action is Action.APPROVE and any(
+            a.user_id == actor.user_id for a in approval.approvers
+        ):
+            why = NotDecidable.ALREADY_APPROVED
+        if why is not None:
+            self._refuse(actor, action.value, approval, why)
+        return approval
+
+    def approve(self, actor: Actor, approval_id: int, typed_name: str) -> ApprovalFacts:
+        """One approver's yes, confirmed by typing the server's name. The last needed approval
+        makes it `approved` and wakes the runner; a wrong name changes nothing."""
+        approval = self.check_decider(actor, approval_id, Action.APPROVE)
+        if typed_name.strip() != approval.server.name:
+            raise WrongConfirmation(approval, typed_name)
+        for _ in range(20):  # compare-and-set; another approver may have written in between
+            approval = self.check_decider(actor, approval_id, Action.APPROVE)
+            approvers = [*approval.approvers, Approver(actor.user_id, actor.name, self._clock())]
+            done = len(approvers) >= approval.required_approvals
+            state = ApprovalState.APPROVED if done else ApprovalState.PENDING
+            values: dict[str, Any] = {
+                "approvers": [
+                    {"user_id": a.user_id, "name": a.name, "at": a.at.isoformat()}
+                    for a in approvers
+                ],
+                "state": state.value,
+            }
+            if done:
+                values["next_attempt_at"] = self._clock()
+            if self._advance(approval, ApprovalState.PENDING, **values):
+                break
+        else:  # pragma: no cover - twenty writers in a row beat us
+            raise ServiceError("too many approvals at once; try again")
+        count = f"{len(approvers)} of {approval.required_approvals}"
+        self._record(
+            actor, Action.APPROVE.value, Outcome.OK, approval.server.id, approval.backup_id,
+            f"approved ({count})" + ("; restore is due" if done else ""), approval_id,
+        )  # fmt: skip
+        facts = self.get(approval_id)
+        self._board.update_card(facts)
+        self._board.tell_thread(facts, Step.APPROVED)
+        if done:
+            self.poke()
+        return facts
+
+    def reject(self, actor: Actor, approval_id: int) -> ApprovalFacts:
+        approval = self.check_decider(actor, approval_id, Action.REJECT)
+        return self._decide(actor, approval, ApprovalState.REJECTED, Action.REJECT.value)
+
+    def cancel(self, actor: Actor, approval_id: int) -> ApprovalFacts:
+        """The requester takes the request back (while it is pending)."""
+        approval = self.get(approval_id)
+        if actor.user_id != approval.requester_id:
+            self._refuse(actor, "restore.cancel", approval, NotDecidable.NOT_REQUESTER)
+        if not approval.pending:
+            self._refuse(actor, "restore.cancel", approval, NotDecidable.CLOSED)
+        return self._decide(actor, approval, ApprovalState.CANCELLED, "restore.cancel")
+
+    def _decide(
+        self, actor: Actor, approval: ApprovalFacts, state: ApprovalState, action: str
+    ) -> ApprovalFacts:
+        now = self._clock()
+        if not self._advance(
+            approval, ApprovalState.PENDING, state=state.value, decided_by=actor.user_id,
+            decided_at=now, finished_at=now,
+        ):  # fmt: skip
+            self._refuse(actor, action, self.get(approval.id), NotDecidable.CLOSED)
+        self._record(
+            actor, action, Outcome.OK, approval.server.id, approval.backup_id, state.value,
+            approval.id,
+        )  # fmt: skip
+        facts = self.get(approval.id)
+        self._board.update_card(facts)
+        step = Step.REJECTED if state is ApprovalState.REJECTED else Step.CANCELLED
+        self._board.tell_thread(facts, step)
+        return facts
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, approval_id: int) -> ApprovalFacts:
+        with self._sessions() as session:
+            row = session.get(Approval, approval_id)
+            if row is None:
+                raise NoSuchApproval(approval_id)
+            return ApprovalFacts.of(row)
+
+    def pending_for(self, user_id: str, limit: int = 10) -> list[ApprovalFacts]:
+        """Pending approvals this person may decide (an approver, not the requester)."""
+        if Role.APPROVER not in self._policy.roles_of(user_id):
+            return []
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(Approval)
+                .where(
+                    Approval.state == ApprovalState.PENDING.value,
+                    Approval.requester_id != user_id,
+                    Approval.expires_at > self._clock(),
+                )
+                .order_by(Approval.created_at)
+                .limit(limit)
+            )
+            return [ApprovalFacts.of(row) for row in rows]
+
+    # -- expiry ------------------------------------------------------------------------------
+
+    def expire_due(self) -> int:
+        """Mark pending approvals past their time expired; update their cards. Returns how many."""
+        now = self._clock()
+        with self._sessions() as session:
+            rows = list(
+                session.scalars(
+                    select(Approval).where(
+                        Approval.state == ApprovalState.PENDING.value, Approval.expires_at <= now
+                    )
+                )
+            )
+        expired = 0
+        for row in rows:
+            approval = ApprovalFacts.of(row)
+            if not self._advance(
+                approval, ApprovalState.PENDING, state=ApprovalState.EXPIRED.value,
+                decided_at=now, finished_at=now,
+            ):  # fmt: skip
+                continue  # decided (or expired by another instance) in the meantime
+            expired += 1
+            self._record(
+                _requester(approval), "restore.expire", Outcome.OK, approval.server.id,
+                approval.backup_id, "nobody decided in time", approval.id,
+            )  # fmt: skip
+            facts = self.get(approval.id)
+            self._board.update_card(facts)
+            self._board.tell_thread(facts, Step.EXPIRED)
+        return expired
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _advance(self, approval: ApprovalFacts, expected: ApprovalState, **values: Any) -> bool:
+        """Compare-and-set: write `values` only if the row is still as `approval` read it."""
+        return advance(self._sessions, approval, expected, **values)
+
+    def _update(self, approval_id: int, **values: Any) -> None:
+        with self._sessions.begin() as session:
+            session.execute(update(Approval).where(Approval.id == approval_id).values(**values))
+
+    def _close(
+        self, approval_id: int, expected: ApprovalState, state: ApprovalState, detail: str
+    ) -> None:
+        with self._sessions.begin() as session:
+            session.execute(
+                update(Approval)
+                .where(Approval.id == approval_id, Approval.state == expected.value)
+                .values(state=state.value, detail=detail[:2000], finished_at=self._clock())
+            )
+
+    def _deny(
+        self,
+        actor: Actor,
+        decision: Decision,
+        *,
+        approval: ApprovalFacts | None = None,
+        backup_id: int | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> None:
+        self._audit.record(
+            actor,
+            decision.action.value,
+            Outcome.DENIED,
+            server_id=approval.server.id if approval else None,
+            backup_id=approval.backup_id if approval else backup_id,
+            parameters=parameters,
+            detail=decision.reason,
+            approval_id=approval.id if approval else None,
+        )
+        raise Denied(decision)
+
+    def _refuse(self, actor: Actor, action: str, approval: ApprovalFacts, why: str) -> None:
+        self._audit.record(
+            actor,
+            action,
+            Outcome.DENIED,
+            server_id=approval.server.id,
+            backup_id=approval.backup_id,
+            detail=why,
+            approval_id=approval.id,
+        )
+        raise NotDecidable(approval, why)
+
+    def _record(
+        self,
+        actor: Actor,
+        action: str,
+        outcome: Outcome,
+        server_id: int | None,
+        backup_id: int | None,
+        detail: str,
+        approval_id: int | None = None,
+    ) -> None:
+        self._audit.record(
+            actor,
+            action,
+            outcome,
+            server_id=server_id,
+            backup_id=backup_id,
+            detail=detail,
+            approval_id=approval_id,
+        )
+
+
+def advance(
+    sessions: sessionmaker[Session],
+    approval: ApprovalFacts,
+    expected: ApprovalState,
+    *conditions: Any,
+    **values: Any,
+) -> bool:
+    """Compare-and-set on (state, version): however many writers race, one wins."""
+    with sessions.begin() as session:
+        result = session.execute(
+            update(Approval)
+            .where(
+                Approval.id == approval.id,
+                Approval.state == expected.value,
+                Approval.version == approval.version,
+                *conditions,
+            )
+            .values(version=Approval.version + 1, **values)
+            .execution_options(synchronize_session=False)
+        )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _requester(approval: ApprovalFacts) -> Actor:
+    """Rows of steps nobody clicked (expiry, execution) are on the requester's behalf."""
+    return Actor(approval.requester_id, approval.requester_name, None, approval.channel_id)
+
+
+# -- execution ----------------------------------------------------------------------------------
+
+
+class SafetyWatch(BackupWatch, Protocol):
+    """The durable watcher, as the runner uses it: it follows the safety backup (and replies in
+    the card's thread when it finishes); the runner reads the outcome it recorded."""
+
+    def state_of(self, backup_id: int) -> WatchState | None: ...
+
+
+class ApprovalRunner:
+    """Carries approved restores through their steps, on a background thread (`start`/`stop`) or
+    one round at a time (`run_once`); expires pending approvals on the way."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        client: BackupsClient,
+        audit: AuditLog,
+        board: ApprovalBoard,
+        watcher: SafetyWatch,
+        decisions: RestoreApprovals,
+        *,
+        owner: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._client = client
+        self._audit = audit
+        self._board = board
+        self._watcher = watcher
+        self._decisions = decisions
+        self.settings = decisions.settings
+        self._clock = clock
+        self.owner = owner or worker_name()
+        self._leases = Leases(sessions, Approval, self.owner)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def start(self) -> ApprovalRunner:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._loop, name="backupbot-approvals", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def poke(self) -> None:
+        """Look for work now (an approval just became due)."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                # The approvals are safe in their table: a failed round is retried.
+                log.exception("approval round failed; trying again shortly")
+            self._wake.wait(self.settings.tick)
+            self._wake.clear()
+
+    def run_once(self) -> int:
+        """Expire what is due, then move every due approval as far as it can go now."""
+        self._decisions.expire_due()
+        now = self._clock()
+        due = and_(
+            Approval.state.in_([state.value for state in OPEN_APPROVAL_STATES]),
+            or_(Approval.next_attempt_at.is_(None), Approval.next_attempt_at <= now),
+        )
+        rows = self._leases.claim(
+            due,
+            now=now,
+            lease=timedelta(seconds=self.settings.lease_seconds),
+            order_by=Approval.id,
+            limit=20,
+        )
+        try:
+            for row in rows:
+                if self._stop.is_set():
+                    break
+                try:
+                    self._carry(row)
+                except Exception:
+                    log.exception("approval %s: step failed; trying again shortly", row.id)
+        finally:
+            self._leases.release([row.id for row in rows])
+        return len(rows)
+
+    def _carry(self, row: Approval) -> None:
+        steps = {
+            ApprovalState.APPROVED: self._approved,
+            ApprovalState.SAFETY_BACKUP: self._safety_backup,
+            ApprovalState.READY: self._ready,
+            ApprovalState.RESTORING: self._restoring_after_restart,
+        }
+        while (step := steps.get(ApprovalState(row.state))) is not None and step(row):
+            pass  # each step returns True when it moved on and the next may follow at once
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _approved(self, row: Approval) -> bool:
+        if not row.safety_backup:
+            return self._to(row, ApprovalState.READY)
+        return self._to(row, ApprovalState.SAFETY_BACKUP, safety_started_at=self._clock())
+
+    def _safety_backup(self, row: Approval) -> bool:
+        if row.safety_backup_id is None:
+            return self._start_safety_backup(row)
+        state = self._watcher.state_of(row.safety_backup_id)
+        if state is None:  # its watch job was never written: write it now
+            try:
+                backup = self._client.find_backup(row.safety_backup_id, row.server_id)
+            except VpsError as exc:
+                return self._wait(row, f"safety backup not found yet: {exc.message}")
+            self._follow(row, backup)
+            return self._wait(row)
+        if state is WatchState.COMPLETED:
+            self._step_row(row, "restore.safety_backup", Outcome.OK, "safety backup completed")
+            moved = self._to(row, ApprovalState.READY)
+            if moved:
+                self._tell(row, Step.SAFETY_DONE)
+            return moved
+        if state is not WatchState.WATCHING:
+            words = {
+                WatchState.FAILED: "failed",
+                WatchState.VANISHED: "disappeared before it finished",
+                WatchState.GAVE_UP: "never finished",
+            }
+            return self._fail(
+                row,
+                f"the safety backup {row.safety_backup_id} {words.get(state, state.value)}: "
+                "nothing was restored",
+                action="restore.safety_backup",
+            )
+        started = row.safety_started_at or row.created_at
+        if self._clock() - started > self.settings.safety_timeout:
+            return self._fail(
+                row,
+                f"the safety backup {row.safety_backup_id} did not finish in time: "
+                "nothing was restored",
+                action="restore.safety_backup",
+            )
+        return self._wait(row)
+
+    def _start_safety_backup(self, row: Approval) -> bool:
+        description = safety_description(row.backup_id, row.id)
+        try:
+            # A restart between sending the create and recording it finds it here instead of
+            # making a second one.
+            found = [
+                b
+                for b in self._client.list_backups(server_id=row.server_id).backups
+                if b.description == description
+            ]
+            backup = found[0] if found else self._client.create_backup(row.server_id, description)
+        except OutcomeUnknown as exc:
+            return self._fail(
+                row,
+                f"the safety backup was not confirmed ({exc.message}): nothing was restored",
+                action="restore.safety_backup",
+                status=exc.status_code,
+            )
+        except VpsError as exc:
+            return self._fail(
+                row,
+                f"the safety backup could not be started ({exc.message}): nothing was restored",
+                action="restore.safety_backup",
+                status=exc.status_code,
+            )
+        if not self._leases.save(
+            row, Approval.version == row.version, safety_backup_id=backup.id,
+            version=row.version + 1,
+        ):  # fmt: skip
+            return False
+        self._step_row(
+            row, "restore.safety_backup", Outcome.OK, f"safety backup {backup.id} started",
+            backup_id=backup.id,
+        )  # fmt: skip
+        self._follow(row, backup)
+        self._tell(row, Step.SAFETY_STARTED)
+        return self._wait(row)
+
+    def _follow(self, row: Approval, backup: Backup) -> None:
+        """The watcher follows the safety backup and replies in the card's thread."""
+        actor = Actor(row.requester_id, row.requester_name, row.team_id, row.card_channel_id)
+        try:
+            job_id = self._watcher.watch(backup, actor)
+        except Exception:
+            log.info("approval %s: safety backup %s is already watched", row.id, backup.id)
+            return
+        self._watcher.attach_thread(job_id, row.card_channel_id, row.card_ts)
+
+    def _ready(self, row: Approval) -> bool:
+        """Re-check the backup, then send the restore request, once."""
+        try:
+            listing = self._client.list_backups(server_id=row.server_id)
+        except VpsError as exc:
+            if self._too_late(row):
+                return self._fail(row, f"the backup could not be checked in time ({exc.message})")
+            return self._wait(row, f"re-check failed, will try again: {exc.message}")
+        backup = next((b for b in listing.backups if b.id == row.backup_id), None)
+        problem = None
+        if backup is None:
+            problem = f"backup {row.backup_id} no longer exists"
+        elif backup.server.id != row.server_id:
+            problem = f"backup {row.backup_id} now belongs to server {backup.server.id}"
+        elif backup.phase is not Phase.COMPLETED:
+            problem = f"backup {row.backup_id} is {backup.status}"
+        if problem is not None:
+            return self._fail(row, f"{problem}: the restore was refused")
+        if not self._to(row, ApprovalState.RESTORING, restore_requested_at=self._clock()):
+            return False
+        try:
+            accepted = self._client.restore_server(row.server_id, row.backup_id)
+        except VpsError as exc:
+            unclear = " (it may have started: check the server)" * isinstance(exc, OutcomeUnknown)
+            return self._fail(
+                row, f"the provider answered: {exc.message}{unclear}", status=exc.status_code
+            )
+        detail = accepted.detail or "restore accepted"
+        if not self._to(
+            row, ApprovalState.DONE, provider_status=accepted.status_code, detail=detail[:2000],
+            finished_at=self._clock(),
+        ):  # fmt: skip
+            return False
+        self._step_row(row, Action.RESTORE.value, Outcome.OK, detail, status=accepted.status_code)
+        self._tell(row, Step.RESTORE_ACCEPTED)
+        return False
+
+    def _restoring_after_restart(self, row: Approval) -> bool:
+        return self._fail(
+            row,
+            "the restore request may have been sent just before the bot restarted; it is not "
+            "sent again: check the server",
+        )
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _to(self, row: Approval, state: ApprovalState, **values: Any) -> bool:
+        """Compare-and-set on (state, version) while holding the lease; mirrors onto `row`."""
+        return self._leases.save(
+            row,
+            Approval.state == row.state,
+            Approval.version == row.version,
+            state=state.value,
+            version=row.version + 1,
+            next_attempt_at=self._clock(),
+            **values,
+        )
+
+    def _wait(self, row: Approval, detail: str | None = None) -> bool:
+        values: dict[str, Any] = {
+            "next_attempt_at": self._clock() + timedelta(seconds=self.settings.wait)
+        }
+        if detail is not None:
+            values["detail"] = detail[:2000]
+        self._leases.save(row, **values)
+        return False
+
+    def _fail(
+        self,
+        row: Approval,
+        detail: str,
+        *,
+        action: str = Action.RESTORE.value,
+        status: int | None = None,
+    ) -> bool:
+        if self._to(
+            row, ApprovalState.FAILED, detail=detail[:2000], provider_status=status,
+            finished_at=self._clock(),
+        ):  # fmt: skip
+            self._step_row(row, action, Outcome.ERROR, detail, status=status)
+            self._tell(row, Step.FAILED)
+        return False
+
+    def _too_late(self, row: Approval) -> bool:
+        since = row.safety_started_at or row.created_at
+        return self._clock() - since > self.settings.ttl + self.settings.safety_timeout
+
+    def _step_row(
+        self,
+        row: Approval,
+        action: str,
+        outcome: Outcome,
+        detail: str,
+        *,
+        status: int | None = None,
+        backup_id: int | None = None,
+    ) -> None:
+        self._audit.record(
+            _requester(ApprovalFacts.of(row)),
+            action,
+            outcome,
+            server_id=row.server_id,
+            backup_id=backup_id if backup_id is not None else row.backup_id,
+            provider_status=status,
+            detail=detail,
+            approval_id=row.id,
+        )
+
+    def _tell(self, row: Approval, step: Step) -> None:
+        facts = ApprovalFacts.of(row)
+        try:
+            self._board.update_card(facts)
+            self._board.tell_thread(facts, step)
+        except Exception:
+            # The step is done and recorded; a card that lags behind is not worth a retry loop.
+            log.exception("approval %s: could not show %s on its card", row.id, step.value)
+
+
+def safety_description(backup_id: int, approval_id: int) -> str:
+    return f"Safety backup before restoring {backup_id}, approval #{approval_id}"
+
+
+__all__: Sequence[str] = (
+    "ApprovalBoard",
+    "ApprovalFacts",
+    "ApprovalRunner",
+    "ApprovalSettings",
+    "RestoreApprovals",
+    "Step",
+)

@@ -1,0 +1,168 @@
+"""The domain's typed errors in words: what a person sees when something could not be done."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.approvals import (
+    BackupNotRestorable,
+    CardNotPosted,
+    NoSuchApproval,
+    NotDecidable,
+    WrongConfirmation,
+)
+from bot.policy import Action, Decision
+from bot.service import (
+    BackupNotFinished,
+    Denied,
+    NoSuchBackup,
+    NotAvailable,
+    ProviderError,
+    ServiceError,
+    UnknownServer,
+)
+from bot.slack.approval_blocks import STATE_WORDS
+from bot.slack.blocks import NOT_POSTABLE, escape, notice
+from bot.slack.parser import COMMAND_NAME
+from bot.vps.errors import OutcomeUnknown
+
+
+def denial(decision: Decision) -> str:
+    if decision.channel_closed:
+        return (
+            f"`{COMMAND_NAME}` is not enabled in this channel; ask an admin to add it to "
+            "BACKUP_CHANNELS, or use one of the backup channels."
+        )
+    return (
+        f"{_DOING[decision.action]} needs the *{decision.required_role}* role, which you do not "
+        "have. Ask an admin to add you (or one of your user groups) to "
+        f"`{decision.role_variable}`."
+    )
+
+
+_DOING = {
+    Action.LIST: "Listing backups",
+    Action.CREATE: "Creating a backup",
+    Action.DELETE: "Deleting a backup",
+    Action.RESTORE: "Asking for a restore",
+    Action.APPROVE: "Approving a restore",
+    Action.REJECT: "Rejecting a restore",
+    Action.AUDIT: "Reading the audit log",
+}
+
+
+def _unknown_server(error: UnknownServer) -> str:
+    name = escape(error.name)
+    if error.ambiguous:
+        listed = ", ".join(f"`{s.id}`" for s in error.candidates)
+        return f"Several servers are named `{name}` ({listed}); use the numeric id."
+    if error.candidates:
+        listed = ", ".join(f"`{escape(s.name)}` (`{s.id}`)" for s in error.candidates[:10])
+        return f"No server is named `{name}`. Did you mean {listed}?"
+    return (
+        f"No server named `{name}` has any backups. Use the server's numeric id "
+        "(servers are found through their backups)."
+    )
+
+
+def _not_available(error: NotAvailable) -> str:
+    return (
+        "Exporting from Slack is not in this version yet (it would need the `files:write` "
+        "scope). An operator can run `backupbot audit export --since 7d -o audit.csv`."
+    )
+
+
+def error_notice(error: ServiceError) -> dict[str, Any]:
+    """What a person sees when a use-case could not be done."""
+    if isinstance(error, Denied):
+        return notice(f"⛔ {denial(error.decision)}")
+    if isinstance(error, NotDecidable):
+        return notice(f"⛔ {_not_decidable(error)}")
+    if isinstance(error, NotAvailable):
+        return notice(_not_available(error))
+    if isinstance(error, UnknownServer):
+        text = _unknown_server(error)
+    elif isinstance(error, NoSuchBackup):
+        text = (
+            f"There is no backup `{error.backup_id}` (it may have been deleted or have expired). "
+            f"`{COMMAND_NAME} list` shows what exists."
+        )
+    elif isinstance(error, BackupNotFinished):
+        backup = error.backup
+        text = (
+            f"Backup {backup.id} of {escape(backup.server.name)} is still "
+            f"{escape(backup.status)}: it can be deleted once it has finished."
+        )
+    elif isinstance(error, ProviderError):
+        text = _provider_error(error)
+    elif isinstance(error, NoSuchApproval):
+        text = f"There is no approval #{error.approval_id}."
+    elif isinstance(error, BackupNotRestorable):
+        backup = error.backup
+        text = (
+            f"Backup {backup.id} of {escape(backup.server.name)} is {escape(backup.status)}: "
+            "only a completed backup can be restored."
+        )
+    elif isinstance(error, CardNotPosted):
+        reason = NOT_POSTABLE.get(error.problem, f"Slack refused it ({error.problem})")
+        text = (
+            f"I could not post the approval card ({reason}), so nothing was requested. "
+            "Invite me to the channel (`/invite @Backup Bot`) and try again."
+        )
+    elif isinstance(error, WrongConfirmation):
+        text = "That is not the server's name: nothing was approved."
+    else:
+        text = escape(str(error))
+    return notice(f"⚠️ {text}")
+
+
+def _provider_error(error: ProviderError) -> str:
+    """What the person asked for, then why the provider did not do it."""
+    reason = escape(error.error.message)
+    server = error.server
+    if isinstance(error.error, OutcomeUnknown):
+        if server is None:
+            return reason
+        return f"{reason} `{COMMAND_NAME} list {server.id}` shows them."
+    if error.action is Action.CREATE and server is not None:
+        asked = f"Could not create a backup of {escape(server.name)}"
+    elif error.action is Action.DELETE and error.backup_id is not None:
+        asked = f"Could not delete backup {error.backup_id}"
+    elif error.action is Action.LIST and server is not None:
+        asked = f"Could not list the backups of {escape(server.name)}"
+    else:
+        asked = f"Could not {_ASKED.get(error.action, 'do that')}"
+    return f"{asked}. {reason}"
+
+
+_ASKED = {
+    Action.LIST: "list the backups",
+    Action.CREATE: "create the backup",
+    Action.DELETE: "delete the backup",
+    Action.RESTORE: "restore the server",
+    Action.AUDIT: "look up that server for the audit log",
+}
+
+
+def unexpected_failure(what: str, reference: str) -> dict[str, Any]:
+    return notice(
+        f"⚠️ Something went wrong on our side while trying to {what}; it may not have "
+        "finished. Check the result before trying again. Reference for the bot's operators: "
+        f"`{reference}`."
+    )
+
+
+def _not_decidable(error: NotDecidable) -> str:
+    approval = error.approval
+    if error.why == NotDecidable.REQUESTER:
+        return (
+            "You asked for this restore, so you cannot decide on it: another approver must "
+            "(four eyes)."
+        )
+    if error.why == NotDecidable.NOT_REQUESTER:
+        return f"Only <@{approval.requester_id}>, who asked for this restore, can cancel it."
+    if error.why == NotDecidable.ALREADY_APPROVED:
+        return "You have approved this restore already; it needs another approver."
+    if error.why == NotDecidable.EXPIRED:
+        return "This approval has expired; ask for the restore again."
+    return f"This approval is no longer open: {STATE_WORDS[approval.state]}."

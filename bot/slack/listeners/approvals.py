@@ -1,0 +1,120 @@
+"""An approval card's buttons and the typed-confirmation modal.
+
+Approve first checks, off Bolt's threads, that the clicker may approve (an approver, not the
+requester, the card still open), then opens the modal with the click's `trigger_id` (which lives
+3 s). The modal's submission is answered within Slack's 3 s: a wrong name keeps the modal open
+with an error on the input (`response_action: errors`) and changes nothing; a right one closes
+it, and the approval is recorded after the ack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk.errors import SlackApiError
+
+from bot.approvals import NoSuchApproval
+from bot.audit import Actor
+from bot.policy import Action
+from bot.slack import approval_blocks
+from bot.slack.edge import Responder, SlackEdge, guarded
+from bot.slack.parser import positive_id
+
+log = logging.getLogger(__name__)
+
+
+def register(app: App, edge: SlackEdge) -> None:
+    app.action(approval_blocks.APPROVE)(guarded(_approve_clicked(edge)))
+    app.action(approval_blocks.REJECT)(guarded(_decision_clicked(edge, Action.REJECT)))
+    app.action(approval_blocks.CANCEL)(guarded(_decision_clicked(edge, Action.RESTORE)))
+    app.view(approval_blocks.CONFIRM_MODAL)(guarded(_confirmation_submitted(edge)))
+
+
+def _approve_clicked(edge: SlackEdge) -> Any:
+    def handle_approve(
+        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
+    ) -> None:
+        ack()
+        approval_id = positive_id(str(action.get("value", "")))
+        if approval_id is None:
+            log.warning("ignoring an Approve button with a malformed value")
+            return
+        trigger_id = str(body.get("trigger_id", ""))
+
+        def job(actor: Actor, reply: Responder) -> None:
+            approval = edge.approvals.check_decider(actor, approval_id, Action.APPROVE)
+            try:
+                edge.client.views_open(
+                    trigger_id=trigger_id, view=approval_blocks.confirm_modal(approval)
+                )
+            except SlackApiError as exc:
+                log.warning("approval form not opened: %s", exc.response.get("error"))
+                edge.reply_private(reply, actor, approval_blocks.form_not_opened())
+
+        who = lambda: edge.actor_of(body)  # noqa: E731
+        edge.later(job, respond=respond, who=who, what="open the approval form")
+
+    return handle_approve
+
+
+def _decision_clicked(edge: SlackEdge, action_taken: Action) -> Any:
+    """Reject (an approver) or Cancel (the requester): the card and its thread say the rest."""
+
+    def handle_decision(
+        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
+    ) -> None:
+        ack()
+        approval_id = positive_id(str(action.get("value", "")))
+        if approval_id is None:
+            log.warning("ignoring an approval button with a malformed value")
+            return
+
+        def job(actor: Actor, _: Responder) -> None:
+            if action_taken is Action.REJECT:
+                edge.approvals.reject(actor, approval_id)
+            else:
+                edge.approvals.cancel(actor, approval_id)
+
+        who = lambda: edge.actor_of(body)  # noqa: E731
+        edge.later(job, respond=respond, who=who, what=f"{action_taken.value} an approval")
+
+    return handle_decision
+
+
+def _confirmation_submitted(edge: SlackEdge) -> Any:
+    def handle_confirmation(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        approval_id = positive_id(str(view.get("private_metadata", "")))
+        typed = _typed_name(view)
+        try:
+            approval = edge.approvals.get(approval_id) if approval_id else None
+        except NoSuchApproval:
+            approval = None
+        if approval is None:
+            log.warning("ignoring a confirmation for an approval that does not exist")
+            ack()
+            return
+        if typed.strip() != approval.server.name:
+            ack(**approval_blocks.wrong_name(approval))
+            return
+        ack()
+        # Refusals after the modal closed go to the card's channel, privately.
+        who = lambda: dataclasses.replace(  # noqa: E731
+            edge.actor_of(body), channel_id=approval.card_channel_id
+        )
+        approve = lambda actor, _: edge.approvals.approve(actor, approval.id, typed)  # noqa: E731
+        edge.later(approve, respond=_NO_RESPONSE_URL, who=who, what="approve a restore")
+
+    return handle_confirmation
+
+
+def _typed_name(view: dict[str, Any]) -> str:
+    values = ((view.get("state") or {}).get("values") or {}).get(approval_blocks.CONFIRM_BLOCK)
+    typed = ((values or {}).get(approval_blocks.CONFIRM_INPUT) or {}).get("value")
+    return typed if isinstance(typed, str) else ""
+
+
+# A modal's submission comes with no response_url: answers go by chat.postEphemeral, else DM.
+_NO_RESPONSE_URL = Respond(response_url=None)
