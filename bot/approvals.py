@@ -775,7 +775,7 @@ class ApprovalRunner:
         except Exception:
             log.info("approval %s: safety backup %s is already watched", row.id, backup.id)
             return
-        self._watcher.attach_thread(job_id, row.card_channel_id, row.card_ts)
+        self._watcher.attach_thread(job_id, row.card_channel_id, row.card_ts, update_parent=False)
 
     def _ready(self, row: Approval) -> bool:
         """Re-check the backup, then send the restore request, once."""

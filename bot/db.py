@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    true,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
@@ -156,6 +157,8 @@ class WatchJob(Base):
     lease_expires_at: Mapped[datetime | None]
     notified_at: Mapped[datetime | None]
     notify_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # False when the thread's parent is not our "started" message (an approval card).
+    update_parent: Mapped[bool] = mapped_column(default=True, server_default=true())
     reply_channel_id: Mapped[str | None] = mapped_column(String(32))
     reply_ts: Mapped[str | None] = mapped_column(String(32))
 

@@ -104,7 +104,14 @@ class BackupWatch(Protocol):
 
     def watch(self, backup: Backup, actor: Actor) -> int: ...
 
-    def attach_thread(self, job_id: int, channel_id: str | None, thread_ts: str | None) -> None: ...
+    def attach_thread(
+        self,
+        job_id: int,
+        channel_id: str | None,
+        thread_ts: str | None,
+        *,
+        update_parent: bool = True,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ class FinishedBackup:
     requester_id: str
     channel_id: str | None
     thread_ts: str | None
+    update_parent: bool = True  # the parent is our "started" message, not someone's card
 
     @classmethod
     def of(cls, job: WatchJob) -> FinishedBackup:
@@ -109,6 +110,7 @@ class FinishedBackup:
             requester_id=job.requester_id,
             channel_id=job.channel_id,
             thread_ts=job.thread_ts,
+            update_parent=job.update_parent,
         )
 
 
@@ -186,13 +188,21 @@ class Watcher:
             session.flush()
             return job.id
 
-    def attach_thread(self, job_id: int, channel_id: str | None, thread_ts: str | None) -> None:
-        """Where the "started" message went: the thread the reply belongs in."""
+    def attach_thread(
+        self,
+        job_id: int,
+        channel_id: str | None,
+        thread_ts: str | None,
+        *,
+        update_parent: bool = True,
+    ) -> None:
+        """Where the "started" message went: the thread the reply belongs in. `update_parent`:
+        False when the thread's parent is another message (an approval card), left as it is."""
         with self._sessions.begin() as session:
             session.execute(
                 update(WatchJob)
                 .where(WatchJob.id == job_id)
-                .values(channel_id=channel_id, thread_ts=thread_ts)
+                .values(channel_id=channel_id, thread_ts=thread_ts, update_parent=update_parent)
             )
         self._poke.set()
 

@@ -170,6 +170,9 @@ def test_restore_with_a_safety_backup_first(rig: ApprovalRig) -> None:
     thread = rig.thread(card, "accepted the restore")
     assert "<@U_BOB> approved" in thread and f"Safety backup {safety}" in thread.replace("*", "")
     assert "<@U_ALICE>, the provider accepted" in thread
+    # The safety backup's reply lands in the card's thread without rewriting the card.
+    updates = [c for c in rig.slack.calls_to("chat.update") if c.args.get("ts") == card.ts]
+    assert updates and all(c.args["text"].startswith("Restore ") for c in updates)
     final = text_of({"blocks": rig.card().blocks})
     assert "Restore accepted" in final and approval_blocks.APPROVE not in final  # no buttons
     story = [(e.action, e.outcome, e.actor_user_id) for e in rig.audit_of(row.id)]

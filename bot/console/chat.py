@@ -46,12 +46,13 @@ HELP = """\
 Type what you would type in Slack; Backup Bot answers `/backup …`, e.g.
   /backup help                     /backup list web-server-01 manual
   /backup create web-server-01 before deploy
-  /backup delete 1003
+  /backup delete 1003               /backup restore 103 bad deploy
 The console's own commands:
   1, 2, …          press the button or pick the menu option with that number
   /click WORDS     press the button or option these words name: its label (Next), its value
                    (delete:1003) or its label and row (delete 1003); never a guess between two
   y / n            answer a confirm dialog ("Delete this backup?")
+  (a line)         fill in an open form's text box and submit it; /cancel closes the form
   /as NAME         be someone else (alice, bob, carol, or a user id such as U_BOB)
   /in CHANNEL      talk in another channel (#ops, #random), or in your DM with the bot (dm)
   /who             who you are, the people and channels, and everyone's roles
@@ -176,6 +177,45 @@ class NumberedChoice:
     in_view: bool = False
 
 
+@dataclass(frozen=True)
+class OpenForm:
+    """A modal with one text box, as the app opened it: what the next line typed fills in."""
+
+    view: dict[str, Any]
+    block_id: str
+    action_id: str
+    label: str
+
+    @classmethod
+    def of(cls, event: RecordedCall) -> OpenForm | None:
+        if event.method not in ("views.open", "views.push", "views.update"):
+            return None
+        view = (event.response or {}).get("view")
+        if not isinstance(view, dict):
+            return None
+        inputs = [
+            block
+            for block in view.get("blocks") or []
+            if block.get("type") == "input"
+            and (block.get("element") or {}).get("type") == "plain_text_input"
+        ]
+        if len(inputs) != 1:
+            return None
+        block = inputs[0]
+        label = clean(str((block.get("label") or {}).get("text", "Answer")))
+        return cls(view, str(block.get("block_id")), str(block["element"].get("action_id")), label)
+
+    def errors_in(self, answer: str) -> dict[str, str]:
+        """`response_action: errors` in the app's answer: the modal stays open."""
+        try:
+            body = json.loads(answer) if answer.strip() else {}
+        except ValueError:
+            return {}
+        if not isinstance(body, dict) or body.get("response_action") != "errors":
+            return {}
+        return {str(k): clean(str(v)) for k, v in (body.get("errors") or {}).items()}
+
+
 @dataclass
 class DrawnState:
     """How a message looked when it was last drawn, so an edit or deletion is drawn once."""
@@ -242,6 +282,7 @@ class Console:
         self._search_from = 0  # `/wait TEXT` looks in `output` from here
         self._async_from = 0  # `/wait` (no text) wants something drawn after this count
         self._pending: NumberedChoice | None = None  # a confirm dialog waiting for y/n
+        self._form: OpenForm | None = None  # a modal with a text input, waiting to be filled
         self._quit = False
         for message in self.slack.messages:  # what was there before this console: not news
             self._seen[(message.channel, message.ts)] = DrawnState(
@@ -310,6 +351,8 @@ class Console:
         return ", ".join(names) or "no role"
 
     def prompt(self) -> str:
+        if self._form is not None:
+            return f"{self._form.label} (/cancel closes the form)> "
         if self._pending is not None:
             _question, yes, no = confirm_question(self._pending.choice.confirm or {}, self.names)
             return f"{yes} (y) or {no} (n)? "
@@ -519,12 +562,39 @@ class Console:
             s,
         )
         lines = [head, *(f"│ {line}" for line in body)]
-        if view.get("type") == "modal":
+        form = OpenForm.of(event) if view.get("type") == "modal" else None
+        if form is not None:
+            self._form = form
+            lines.append(
+                f"│ {s.dim('type the answer on the next line; it is submitted with Enter')}"
+            )
+        elif view.get("type") == "modal":
             submit = plain(view.get("submit"), self.names)
             close = plain(view.get("close"), self.names) or "Cancel"
             buttons = " / ".join(b for b in (submit, close) if b)
-            lines.append(f"│ {s.dim(f'[{buttons}] (forms cannot be submitted from the console)')}")
+            lines.append(
+                f"│ {s.dim(f'[{buttons}] (only forms with one text box can be filled here)')}"
+            )
         self.say(*lines, "", shown=True)
+
+    def submit_form(self, text: str) -> None:
+        """The line typed into the open form's text box, submitted as Slack would."""
+        form = self._form
+        assert form is not None
+        start = self._begin_turn()
+        values = {form.block_id: {form.action_id: text}}
+        answer = self.sender.view_submission(form.view, user_id=self.user_id, values=values)
+        errors = form.errors_in(answer.text) if answer.status == 200 else {}
+        if answer.status != 200:
+            self._form = None
+            self._ack(answer.status, answer.text, "the form")
+        elif errors:
+            self.say(*(self.style.danger(f"! {message}") for message in errors.values()))
+            return  # the form stays open, as in Slack
+        else:
+            self._form = None
+            self.note("Form submitted.")
+        self._settle(start)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -812,6 +882,14 @@ class Console:
         text = line.strip()
         if not text:
             return
+        if self._form is not None and not text.startswith("/"):
+            self.submit_form(text)
+            return
+        if self._form is not None:
+            self._form = None
+            self.note("Form closed; nothing was sent.")
+            if text.casefold() == "/cancel":
+                return
         if self._pending is not None and not text.startswith("/"):
             self.answer(text)
             return

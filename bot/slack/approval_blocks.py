@@ -106,7 +106,7 @@ def approval_card(approval: ApprovalFacts, now: datetime) -> dict[str, Any]:
         )
     blocks += [
         SectionBlock(text=MarkdownTextObject(text=loss)),
-        ContextBlock(elements=[MarkdownTextObject(text=_status(approval))]),
+        SectionBlock(text=MarkdownTextObject(text=_status(approval))),
     ]
     if approval.pending and now < approval.expires_at:
         value = str(approval.id)

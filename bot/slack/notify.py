@@ -112,7 +112,7 @@ class SlackNotifier:
         return Delivery(channel, ts, note or "sent by DM")
 
     def _update_parent(self, finished: FinishedBackup) -> None:
-        if not (finished.channel_id and finished.thread_ts):
+        if not (finished.channel_id and finished.thread_ts and finished.update_parent):
             return
         try:
             self._client.chat_update(

@@ -1,5 +1,6 @@
-"""Approvals: restore requests, their decisions and their execution as a durable job; and the
-approval an audit row belongs to, so the whole story of one restore can be read back.
+"""Approvals: restore requests, their decisions and their execution as a durable job; the
+approval an audit row belongs to, so the whole story of one restore can be read back; and whether
+a watch job's reply may rewrite its thread's parent (not when the parent is an approval card).
 
 Revision ID: 0005_approvals
 Revises: 0004_seen_requests
@@ -68,9 +69,16 @@ def upgrade() -> None:
     with op.batch_alter_table("audit_events") as batch:
         batch.add_column(sa.Column("approval_id", sa.BigInteger(), nullable=True))
         batch.create_index("ix_audit_events_approval_id", ["approval_id"])
+    with op.batch_alter_table("watch_jobs") as batch:
+        # A safety backup's thread is an approval card's: its reply must not rewrite the card.
+        batch.add_column(
+            sa.Column("update_parent", sa.Boolean(), nullable=False, server_default=sa.true())
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("watch_jobs") as batch:
+        batch.drop_column("update_parent")
     with op.batch_alter_table("audit_events") as batch:
         batch.drop_index("ix_audit_events_approval_id")
         batch.drop_column("approval_id")
