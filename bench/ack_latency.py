@@ -23,7 +23,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from waitress.server import create_server
 
 from bot.config import load_settings
-from bot.simulator import Simulator
+from bot.sandbox.vps import Simulator
 from bot.slack.app import HttpServer, build_app
 from bot.slackdouble import SlackDouble, SlackSender
 from bot.vps.client import BackupsClient

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from bot.config import load_settings
 from bot.db import AuditEvent, WatchJob, upgrade
-from bot.simulator import Simulator
+from bot.sandbox.vps import Simulator
 from bot.slack import blocks
 from bot.slack.app import BackupBot, HttpServer, build_app
 from bot.slackdouble import RecordedCall, RecordedResponse, SlackDouble, SlackSender

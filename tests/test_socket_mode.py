@@ -17,7 +17,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.config import load_settings
 from bot.db import upgrade
-from bot.simulator import Simulator
+from bot.sandbox.vps import Simulator
 from bot.slack import blocks
 from bot.slack.app import BackupBot, SocketModeRunner, build_app
 from bot.slackdouble import (

@@ -8,6 +8,7 @@ a test makes the simulator hang.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from bot.config import Secret
-from bot.simulator import FaultConfig, Simulator
+from bot.sandbox.vps import FaultConfig, Simulator
 from bot.vps import (
     AuthenticationFailed,
     Backup,
@@ -73,21 +74,9 @@ def _token_never_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 
 @pytest.fixture
-def make_sim() -> Iterator[Callable[..., Simulator]]:
-    started: list[Simulator] = []
-
-    def make(**kwargs: Any) -> Simulator:
-        kwargs.setdefault(
-            "complete_after", 60.0
-        )  # new backups stay in_progress unless a test ends them
-        sim = Simulator(TOKEN, **kwargs)
-        sim.start()
-        started.append(sim)
-        return sim
-
-    yield make
-    for sim in started:
-        sim.stop()
+def make_sim(make_simulator: Callable[..., Simulator]) -> Callable[..., Simulator]:
+    # New backups stay in_progress unless a test ends them.
+    return functools.partial(make_simulator, TOKEN, complete_after=60.0)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from types import TracebackType
 
 from bot.config import Settings, load_settings
 from bot.console.options import WorkspaceOptions
-from bot.simulator import Simulator
+from bot.sandbox.vps import Simulator
 from bot.slack.app import BackupBot, HttpServer, build_app
 from bot.slackdouble import SlackDouble, SlackSender
 from bot.watch import WatchSettings
