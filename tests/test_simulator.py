@@ -733,6 +733,27 @@ def test_injected_faults_come_before_random_ones(make_sim: Callable[..., Simulat
         assert c.get("/backups/").status_code == 500
 
 
+def test_inject_corrupt_rows_sit_beside_good_ones(sim: Simulator, client: httpx.Client) -> None:
+    sim.inject(method="GET", path="/backups/", corrupt=[{"size_mb": "4 GB"}, {"id": None}])
+    rows = listed(client)
+    assert len(rows) == SEEDED
+    assert rows[0]["size_mb"] == "4 GB" and isinstance(rows[0]["id"], int)
+    assert rows[1]["id"] is None and isinstance(rows[1]["size_mb"], int)
+    assert all(isinstance(r["id"], int) and isinstance(r["size_mb"], int) for r in rows[2:])
+    assert all(isinstance(r["size_mb"], int) for r in listed(client))  # one-shot
+    assert sim.backup(101)["size_mb"] != "4 GB"  # the answer, not the state
+
+
+def test_inject_hang_alone_is_a_slow_answer(sim: Simulator, client: httpx.Client) -> None:
+    sim.inject(method="GET", hang=0.3)
+    started = time.monotonic()
+    assert client.get("/backups/").status_code == 200
+    assert time.monotonic() - started >= 0.3
+    started = time.monotonic()
+    assert client.get("/backups/").status_code == 200
+    assert time.monotonic() - started < 0.3
+
+
 def test_inject_hang_processes_after_the_client_gave_up(sim: Simulator) -> None:
     sim.inject(method="POST", hang=0.6)
     with client_for(sim, timeout=httpx.Timeout(5.0, read=0.2)) as c:
@@ -963,6 +984,8 @@ def test_bad_configuration_is_refused() -> None:
         Simulator("")
     with pytest.raises(ValueError):
         Simulator(TOKEN).inject(method="GET")  # neither status nor hang
+    with pytest.raises(ValueError):
+        Simulator(TOKEN).inject(status=200, corrupt=[{"id": None}])  # a status replaces the rows
 
 
 # -- command line glue ---------------------------------------------------------------------------

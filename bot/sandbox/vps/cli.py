@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import signal
 import sys
 import threading
@@ -16,7 +15,7 @@ from bot.sandbox.vps.wsgi import Simulator
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The simulator's options, for the `backupbot simulator` command."""
     faults = FaultConfig()
-    add = parser.add_argument
+    statuses, add = ",".join(map(str, faults.failure_statuses)), parser.add_argument
     add("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     add("--port", type=int, default=8099, help="port to listen on (default: %(default)s)")
     add("--token", default=None, help="Bearer token clients must send (default: $VPS_API_TOKEN)")
@@ -24,19 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--complete-after", float, 30.0, "seconds a new backup stays in_progress, and a restore"),
         ("--latency", float, faults.latency, "seconds before every answer"),
         ("--failure-rate", float, faults.failure_rate, "probability [0-1] of an error answer"),
-        (
-            "--failure-statuses",
-            str,
-            ",".join(map(str, faults.failure_statuses)),
-            "comma-separated statuses for such answers",
-        ),
+        ("--failure-statuses", str, statuses, "comma-separated statuses for such answers"),
         ("--retry-after", float, faults.retry_after, "Retry-After seconds with a 429 or 503"),
         ("--timeout-rate", float, faults.timeout_rate, "probability [0-1] a request hangs"),
         ("--hang-seconds", float, faults.hang_seconds, "length of such a hang"),
         ("--fail-rate", float, faults.fail_rate, "probability [0-1] a new backup ends failed"),
         ("--vanish-rate", float, faults.vanish_rate, "probability [0-1] a new backup vanishes"),
         ("--seed", int, None, "random seed, for reproducible faults, ids and sizes"),
-        ("--page-size", int, None, "paginate lists with ?page=N (default: off)"),
+        ("--page-size", int, None, "paginate lists with ?page=N"),
         ("--history-days", int, 7, "days of daily automatic backups per server (+2 manual)"),
     ):
         add(flag, type=kind, default=default, help=f"{text} (default: %(default)s)")
@@ -54,13 +48,6 @@ def _statuses(text: str) -> tuple[int, ...]:
     if None in statuses:
         raise ValueError(f"--failure-statuses must be comma-separated status codes, got {text!r}")
     return tuple(status for status in statuses if status is not None)
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return host.lower() == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def run_from_args(
@@ -93,7 +80,7 @@ def run_from_args(
             f"{backups} backups). Ctrl-C stops it.",
             flush=True,
         )
-        if not _is_loopback(args.host):
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
             print(
                 f"Warning: listening on {args.host or 'all interfaces'}, so the simulator is "
                 "reachable from other machines; --host 127.0.0.1 keeps it local.",

@@ -1,21 +1,20 @@
 """The simulated provider account: servers, backups, faults and the request record; no HTTP here.
 
 Where `VPS-BACKUPS-API.md` is silent we answer as the real API (Django REST framework) would:
+errors are `{"field": ["message"]}` or `{"detail": "…"}`; numeric strings pass as integers,
+booleans and floats do not; an empty filter is none. Beyond the contract: 409 to create a backup
+for, or restore, a server with a backup or restore in progress, or to delete an in-progress backup;
+202 for an accepted restore; 400 for bad filters; a failed backup carries an `error` field.
 
-- Errors are DRF's: `{"field": ["message"]}` for validation, `{"detail": "…"}` otherwise. Numeric
-  strings pass where an integer is expected, booleans and floats do not; an empty filter is none.
-- Beyond the contract: 409 to create a backup for, or restore, a server with a backup or restore in
-  progress, and to delete an in-progress backup; 202 for an accepted restore; 400 for bad filters;
-  a failed backup carries an `error` field.
-- Progress is lazy: whenever state is read, due backups reach their outcome (completed with a size,
-  failed, or vanished) and automatic backups past `expires_at` disappear; no clock thread, and no
-  new daily backups. Automatic backups expire one calendar month after creation, as in the
-  original's example (2025-01-16 -> 2025-02-16), the day clamped at the month's end.
-- Seeded ids do not follow creation time (in the original's example 499 is older than 495): they
-  are shuffled with the random stream (`FaultConfig.seed` makes them reproducible), no server's
-  highest id is its newest backup, and the first (101) is the first server's oldest backup, so
-  tests can name one. Two manual backups are seeded whatever `history_days` is (0 included); later
-  backups get rising ids from 1000. Lists come in a stable order that is not by date.
+Progress is lazy: whenever state is read, due backups reach their outcome (completed with a size,
+failed, or vanished) and automatic backups past `expires_at` (one calendar month after creation, as
+in the original's example, the day clamped at the month's end) disappear. No clock thread.
+
+Seeded ids do not follow creation time (in the original's example 499 is older than 495): they are
+shuffled with the random stream (`FaultConfig.seed` makes them reproducible), no server's highest
+id is its newest backup, and the first (101) is the first server's oldest backup. Two manual
+backups are seeded whatever `history_days` is; later ones get ids from 1000. Lists come in a stable
+order that is not by date.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ CREATED_MESSAGE = "Backup is being created. This may take several minutes depend
 BUSY_DETAIL = "A backup or restore is already in progress for this server."
 NOT_FOUND_DETAIL = "Not found."
 DESCRIPTION_MAX = 255
+TOO_LONG = f"Ensure this field has no more than {DESCRIPTION_MAX} characters."
 _INT_TEXT = re.compile(r"\s*-?[0-9]+\s*", re.ASCII)
 
 
@@ -74,7 +74,7 @@ class FaultConfig:
     timeout_mode: str = "mixed"  # "before", "after", or either at random
     fail_rate: float = 0.0  # a new backup ends failed
     vanish_rate: float = 0.0  # a new backup disappears instead of completing
-    seed: int | None = None
+    seed: int | None = None  # of the random stream, read when the simulator is made
 
     def __post_init__(self) -> None:
         for name in ("failure_rate", "timeout_rate", "fail_rate", "vanish_rate"):
@@ -132,7 +132,6 @@ class _Backup:
     id: int = 0  # 0: the next free one
     due_at: float | None = None  # monotonic time an in-progress backup reaches its outcome
     outcome: str = "completed"
-    error: str | None = None
 
 
 def one_month_after(moment: datetime) -> datetime:
@@ -208,8 +207,8 @@ class ProviderState:
         self.servers: dict[int, str] = {}
         self.requests: list[RecordedRequest] = []  # the newest, oldest first
         self._lock = threading.Lock()
-        self._faults = faults if faults is not None else FaultConfig()
-        self._rng = random.Random(self._faults.seed)
+        self.faults = faults or FaultConfig()  # mutable, or replaced, at any time
+        self._rng = random.Random(self.faults.seed)
         self._backups: dict[int, _Backup] = {}
         self._base_sizes: dict[int, int] = {}
         self._restores: list[dict[str, Any]] = []
@@ -221,18 +220,6 @@ class ProviderState:
                 self.add_server(server_id, name)
             self.seed_history(history_days)
         self._next_id = max(self._next_id, 1000)
-
-    @property
-    def faults(self) -> FaultConfig:
-        """The random faults in force; mutate its fields or assign a new one at any time."""
-        return self._faults
-
-    @faults.setter
-    def faults(self, value: FaultConfig) -> None:
-        with self._lock:  # a new config naming a seed restarts the random stream from it
-            self._faults = value
-            if value.seed is not None:
-                self._rng.seed(value.seed)
 
     def add_server(self, server_id: int, name: str) -> None:
         """Add (or rename) a server of the account."""
@@ -382,7 +369,7 @@ class ProviderState:
                     if fault.count == 0:
                         del self._scripted[index]
                     return replace(fault)
-            config, rng = self._faults, self._rng
+            config, rng = self.faults, self._rng
             if not authorized:
                 return None
             if config.timeout_rate > 0 and rng.random() < config.timeout_rate:
@@ -397,10 +384,8 @@ class ProviderState:
                 return fault
         return None
 
-    # -- the API's operations: each answers, or raises ApiError where the provider refuses -------
-
     def list_backups(self, query: dict[str, str]) -> list[dict[str, Any]]:
-        """The backups `GET /backups/` shows with these filters, in the provider's order."""
+        """`GET /backups/` with these filters (this and the next three raise ApiError to refuse)."""
         errors: dict[str, list[str]] = {}
         server_text, kind = query.get("server_id", ""), query.get("backup_type", "")
         server_id = as_int(server_text) if server_text else None
@@ -436,9 +421,7 @@ class ProviderState:
         elif not isinstance(description, str):
             errors["description"] = ["Not a valid string."]
         elif len(description) > DESCRIPTION_MAX:
-            errors["description"] = [
-                f"Ensure this field has no more than {DESCRIPTION_MAX} characters."
-            ]
+            errors["description"] = [TOO_LONG]
         if errors:
             raise ApiError(400, errors)
         with self._lock:
@@ -484,8 +467,7 @@ class ProviderState:
             answer = {"server": self._render(backup)["server"], "backup_id": backup_id}
             return {**answer, "status": "in_progress", "message": "Server restore started."}
 
-    # -- internals (callers hold self._lock) ---------------------------------------------------
-
+    # Internals: callers hold self._lock.
     def _in_progress(self, backup_id: int, outcome: str) -> _Backup:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
@@ -531,15 +513,13 @@ class ProviderState:
             backup.size_mb = self._draw_size(backup.server_id)
         if not backup.id:
             backup.id, self._next_id = self._next_id, self._next_id + 1
-        faults = self._faults
+        faults = self.faults
         if backup.status == "in_progress":
             backup.due_at = time.monotonic() + self.complete_after
             if faults.fail_rate or faults.vanish_rate:
                 roll = self._rng.random()
                 if roll < faults.fail_rate + faults.vanish_rate:
                     backup.outcome = "failed" if roll < faults.fail_rate else "vanish"
-        elif backup.status == "failed":
-            backup.error = FAILED_BACKUP_ERROR
         self._backups[backup.id] = backup
         return backup
 
@@ -548,7 +528,7 @@ class ProviderState:
         if outcome == "vanish":
             del self._backups[backup.id]
         elif outcome == "failed":
-            backup.status, backup.size_mb, backup.error = "failed", None, FAILED_BACKUP_ERROR
+            backup.status, backup.size_mb = "failed", None
         else:
             backup.status, backup.size_mb = "completed", self._draw_size(backup.server_id)
 
@@ -579,6 +559,6 @@ class ProviderState:
             "expires_at": _iso(backup.expires_at),
             "description": backup.description,
         }
-        if backup.error is not None:
-            rendered["error"] = backup.error
+        if backup.status == "failed":
+            rendered["error"] = FAILED_BACKUP_ERROR
         return rendered

@@ -5,8 +5,8 @@
 - A random timeout hangs before or after processing (`FaultConfig.timeout_mode`), so a client's
   "did my POST land?" check meets both. Hangs and latency end as soon as the simulator stops.
 - Paths without the trailing `/` are 404; a method a path does not take is 405 with `Allow`. With
-  `page_size` set, lists page as DRF's PageNumberPagination does (`?page=N`, absolute next/previous
-  links keeping the filters, 404 for a bad page). A 204 carries no body.
+  `page_size` set, lists page as DRF's PageNumberPagination does (`?page=N`, absolute links keeping
+  the filters, 404 for a bad page).
 - A request is recorded on arrival with status 0, and keeps it if its client left before the
   answer (waitress sees the client go while the app runs, thanks to `channel_request_lookahead`).
 """
@@ -23,17 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from bot.sandbox.vps.state import (
-    API_ROOT,
-    NOT_FOUND_DETAIL,
-    ApiError,
-    Fault,
-    ProviderState,
-    RecordedRequest,
-    as_int,
-    phrase,
-    relative_path,
-)
+from bot.sandbox.vps import state
 from bot.wsgi_server import WsgiServer
 
 log = logging.getLogger("bot.sandbox.vps")
@@ -46,7 +36,7 @@ _ROUTES = (
 )
 
 
-class Simulator(ProviderState):
+class Simulator(state.ProviderState):
     """The provider's Backups API with an in-memory account, served on loopback HTTP."""
 
     _server: WsgiServer | None = None
@@ -68,7 +58,7 @@ class Simulator(ProviderState):
             channel_request_lookahead=1,
             asyncore_use_poll=True,  # select() refuses descriptors above 1023
         ).start()
-        self._base_url = self._server.url + API_ROOT
+        self._base_url = self._server.url + state.API_ROOT
         log.info("VPS Backups API simulator listening on %s", self._base_url)
         return self._base_url
 
@@ -100,15 +90,15 @@ class Simulator(ProviderState):
         started = time.monotonic()
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        auth_failure = self._auth_failure(environ.get("HTTP_AUTHORIZATION", ""))
+        authorized = self._auth_failure(environ.get("HTTP_AUTHORIZATION", "")) is None
         query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", errors="replace")
-        request = RecordedRequest(method, path, query, body, auth_failure is None, started)
+        request = state.RecordedRequest(method, path, query, body, authorized, started)
         self.record(request)
-        status, payload, headers = self._answer(environ, request, raw, auth_failure)
+        status, payload, headers = self._answer(environ, request, raw)
         elapsed = (time.monotonic() - started) * 1000
         if environ.get("waitress.client_disconnected", lambda: False)():
             text = "%s %s no answer (%d): the client went away after %.0fms"
@@ -131,17 +121,17 @@ class Simulator(ProviderState):
         return None if hmac.compare_digest(given, self.token.encode()) else "Invalid token."
 
     def _answer(
-        self, environ: dict[str, Any], request: RecordedRequest, raw: bytes, auth: str | None
+        self, environ: dict[str, Any], request: state.RecordedRequest, raw: bytes
     ) -> Answer:
         self._wait(self.faults.latency)
-        relative = relative_path(request.path)
-        fault = self.take_fault(request.method, relative, authorized=auth is None) or Fault()
+        relative = state.relative_path(request.path)
+        fault = self.take_fault(request.method, relative, request.authorized) or state.Fault()
         before = 0.0 if fault.after_processing else fault.hang
         if self._wait(before):
             return 503, {"detail": "The simulator stopped."}, {}
         if fault.status is not None and not fault.after_processing:
             return _injected(fault)
-        answer = self._process(environ, request, raw, auth)
+        answer = self._process(environ, request, raw)
         self._wait(fault.hang - before)
         if fault.status is not None:
             return _injected(fault)
@@ -151,12 +141,13 @@ class Simulator(ProviderState):
         return answer
 
     def _process(
-        self, environ: dict[str, Any], request: RecordedRequest, raw: bytes, auth: str | None
+        self, environ: dict[str, Any], request: state.RecordedRequest, raw: bytes
     ) -> Answer:
-        if auth is not None:
-            return 401, {"detail": auth}, {"WWW-Authenticate": 'Bearer realm="api"'}
+        if not request.authorized:
+            detail = self._auth_failure(environ.get("HTTP_AUTHORIZATION", ""))
+            return 401, {"detail": detail}, {"WWW-Authenticate": 'Bearer realm="api"'}
         for pattern, allowed in _ROUTES:
-            if (match := pattern.fullmatch(relative_path(request.path) or "")) is None:
+            if (match := pattern.fullmatch(state.relative_path(request.path) or "")) is None:
                 continue
             if request.method not in allowed:
                 detail = f'Method "{request.method}" not allowed.'
@@ -164,30 +155,30 @@ class Simulator(ProviderState):
             ids = [int(group) for group in match.groups()]
             try:
                 if request.method == "GET":
-                    return self._page(self.list_backups(request.query), request.query, environ)
+                    host = environ.get("HTTP_HOST") or "{SERVER_NAME}:{SERVER_PORT}".format(
+                        **environ
+                    )
+                    url = f"{environ['wsgi.url_scheme']}://{host}{request.path}"
+                    return self._page(self.list_backups(request.query), request.query, url)
                 if request.method == "DELETE":
                     self.delete_backup(ids[0])
                     return 204, None, {}
                 if ids:
                     return 202, self.restore(ids[0], _json(raw)), {}
                 return 201, self.create_backup(_json(raw)), {}
-            except ApiError as refused:
+            except state.ApiError as refused:
                 return refused.status, refused.body, {}
-        return 404, {"detail": NOT_FOUND_DETAIL}, {}
+        return 404, {"detail": state.NOT_FOUND_DETAIL}, {}
 
-    def _page(
-        self, rows: list[dict[str, Any]], query: dict[str, str], environ: dict[str, Any]
-    ) -> Answer:
+    def _page(self, rows: list[dict[str, Any]], query: dict[str, str], url: str) -> Answer:
         size = self.page_size
         if size is None:
             return 200, {"count": len(rows), "results": rows}, {}
         pages = max(1, -(-len(rows) // size))
         wanted = query.get("page", "1")
-        number = pages if wanted == "last" else as_int(wanted)
+        number = pages if wanted == "last" else state.as_int(wanted)
         if number is None or not 1 <= number <= pages:
             return 404, {"detail": "Invalid page."}, {}
-        host = environ.get("HTTP_HOST") or f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
-        url = f"{environ['wsgi.url_scheme']}://{host}{environ.get('PATH_INFO', '')}"
 
         def link(target: int) -> str | None:
             kept = {name: value for name, value in query.items() if name != "page"}
@@ -199,9 +190,9 @@ class Simulator(ProviderState):
         return 200, {**page, "results": rows[(number - 1) * size : number * size]}, {}
 
 
-def _injected(fault: Fault) -> Answer:
-    status = fault.status or 0
-    return status, {"detail": phrase(status)} if fault.body is None else fault.body, fault.headers
+def _injected(fault: state.Fault) -> Answer:
+    body = {"detail": state.phrase(fault.status or 0)} if fault.body is None else fault.body
+    return fault.status or 0, body, fault.headers
 
 
 def _json(raw: bytes) -> Any:
@@ -211,7 +202,7 @@ def _json(raw: bytes) -> Any:
     try:
         return json.loads(raw.decode("utf-8"))
     except ValueError as exc:  # UnicodeDecodeError is a ValueError too
-        raise ApiError(400, {"detail": f"JSON parse error - {exc}"}) from None
+        raise state.ApiError(400, {"detail": f"JSON parse error - {exc}"}) from None
 
 
 def _respond(
@@ -229,5 +220,5 @@ def _respond(
         if not any(name.lower() == "content-type" for name in fields):
             fields = {"Content-Type": kind, **fields}
         fields["Content-Length"] = str(len(payload))
-    start_response(f"{status} {phrase(status)}", list(fields.items()))
+    start_response(f"{status} {state.phrase(status)}", list(fields.items()))
     return [payload]
