@@ -24,7 +24,7 @@ from waitress.server import create_server
 
 from bot.app import build_app
 from bot.config import load_settings
-from bot.simulator import Simulator
+from bot.sandbox.vps import Simulator
 from bot.slackdouble import SlackDouble, SlackSender
 from bot.vps.client import BackupsClient
 

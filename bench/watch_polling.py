@@ -19,7 +19,7 @@ from slack_sdk import WebClient
 
 from bot.audit import Actor, AuditLog
 from bot.db import WatchJob, make_engine, make_session_factory, upgrade
-from bot.simulator import Simulator
+from bot.sandbox.vps import Simulator
 from bot.slack.notify import SlackNotifier
 from bot.slackdouble import RecordedCall, SlackDouble
 from bot.vps.client import BackupsClient

@@ -20,7 +20,8 @@ class _CommandFailed(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bot import console, simulator
+    from bot import console
+    from bot.sandbox import vps
 
     parser = argparse.ArgumentParser(
         prog="backupbot",
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve a simulated VPS Backups API on loopback (for trying things out and tests)",
         description="A stateful VPS Backups API simulator honouring the provider's contract.",
     )
-    simulator.add_arguments(sim)
+    vps.add_arguments(sim)
 
     for name, summary in (
         ("console", "chat with the bot in this terminal: a simulated Slack and provider"),
@@ -174,7 +175,7 @@ def _console(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace, settings: Settings) -> int:
-    from bot import simulator
+    from bot.sandbox import vps
 
     token = args.token
     if token is None:
@@ -185,7 +186,7 @@ def _simulator(args: argparse.Namespace, settings: Settings) -> int:
             )
         token = settings.vps_api_token.reveal()
     try:
-        return simulator.run_from_args(args, token)
+        return vps.run_from_args(args, token)
     except ValueError as exc:
         raise _CommandFailed(str(exc)) from None
     except OSError as exc:

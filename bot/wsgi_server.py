@@ -69,9 +69,20 @@ class WsgiServer:
         from waitress import wasyncore
 
         server = self._server
+        if server.trigger._closed:  # stopped already
+            return
+
+        def close_all_but_the_trigger() -> None:
+            for dispatcher in list(server._map.values()):
+                if dispatcher is server:  # the server's own close() closes the trigger too
+                    wasyncore.dispatcher.close(server)
+                elif dispatcher is not server.trigger:
+                    dispatcher.close()
+            server._map.clear()  # the loop ends; the trigger's pipe stays open: see stop()
+
         # Close from inside waitress's own loop (woken by its trigger): closing the socket from
         # another thread races its select() (EBADF) or waits out the loop's 1 s timeout.
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        server.trigger.pull_trigger(close_all_but_the_trigger)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving; safe to call twice."""
@@ -80,6 +91,10 @@ class WsgiServer:
             return
         self.request_stop()
         thread.join(timeout=timeout)
+        # Only now: the loop may run the thunk before pull_trigger() above has written to the
+        # pipe, and workers pull it until they end; a write to a closed (or reused!) descriptor
+        # fails or lands elsewhere.
+        self._server.trigger.close()
 
     def __enter__(self) -> WsgiServer:
         return self.start()

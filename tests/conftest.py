@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.simulator import Simulator
+from bot.sandbox.vps import Simulator
 from bot.slackdouble import SlackDouble
 
 SIM_TOKEN = "sim-token-s3cr3t"
@@ -55,14 +56,26 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 @pytest.fixture
-def simulator() -> Iterator[Simulator]:
-    """The provider simulator on loopback; backups complete only when a test says so."""
-    sim = Simulator(SIM_TOKEN, complete_after=3600)
-    sim.start()
-    try:
-        yield sim
-    finally:
+def make_simulator() -> Iterator[Callable[..., Simulator]]:
+    """Start simulators on loopback (token SIM_TOKEN unless given); all stop at teardown."""
+    started: list[Simulator] = []
+
+    def make(token: str = SIM_TOKEN, **kwargs: Any) -> Simulator:
+        kwargs.setdefault("complete_after", 3600)  # backups complete only when a test says so
+        sim = Simulator(token, **kwargs)
+        sim.start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
         sim.stop()
+
+
+@pytest.fixture
+def simulator(make_simulator: Callable[..., Simulator]) -> Simulator:
+    """The provider simulator on loopback; backups complete only when a test says so."""
+    return make_simulator()
 
 
 @pytest.fixture

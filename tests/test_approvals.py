@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.db import Approval, AuditEvent
-from bot.simulator import Simulator
+from bot.sandbox.vps import Simulator
 from bot.slack import approval_blocks
 from bot.slackdouble import Message, RecordedCall, SlackDouble
 from tests.test_slack_app import AppRig, text_of

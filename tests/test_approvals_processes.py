@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.db import Approval, make_engine, make_session_factory, upgrade
-from bot.simulator import Simulator
+from bot.sandbox.vps import Simulator
 from bot.slack import approval_blocks
 from bot.slackdouble import Message, SlackDouble, SlackSender
 from tests.conftest import SIM_TOKEN

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.simulator import Simulator
+from bot.sandbox.vps import Simulator
 from bot.slackdouble import RecordedResponse, SlackDouble, SlackSender
 from tests.conftest import SIM_TOKEN
 

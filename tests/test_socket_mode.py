@@ -18,7 +18,7 @@ from slack_sdk.errors import SlackApiError
 from bot.app import BackupBot, build_app
 from bot.config import load_settings
 from bot.db import upgrade
-from bot.simulator import Simulator
+from bot.sandbox.vps import Simulator
 from bot.slack import blocks
 from bot.slack.serving import SocketModeRunner
 from bot.slackdouble import (

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.audit import Actor, AuditLog
 from bot.db import AuditEvent, WatchJob
-from bot.simulator import FAILED_BACKUP_ERROR, Simulator
+from bot.sandbox.vps import FAILED_BACKUP_ERROR, Simulator
 from bot.slack.blocks import human_size
 from bot.slack.notify import SlackNotifier
 from bot.slackdouble import RecordedCall, SlackDouble

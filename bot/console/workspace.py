@@ -21,7 +21,7 @@ from types import TracebackType
 from bot.app import BackupBot, build_app
 from bot.config import Settings, load_settings
 from bot.console.options import WorkspaceOptions
-from bot.simulator import Simulator
+from bot.sandbox.vps import Simulator
 from bot.slack.serving import HttpServer
 from bot.slackdouble import SlackDouble, SlackSender
 from bot.watch import WatchSettings

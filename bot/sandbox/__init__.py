@@ -1,0 +1,1 @@
+"""The sandbox: fakes of the VPS provider and of Slack, which the demo and the tests use."""
