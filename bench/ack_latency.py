@@ -23,9 +23,9 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from waitress.server import create_server
 
 from bot.config import load_settings
+from bot.sandbox.slack import SlackDouble, SlackSender
 from bot.simulator import Simulator
 from bot.slack.app import HttpServer, build_app
-from bot.slackdouble import SlackDouble, SlackSender
 from bot.vps.client import BackupsClient
 
 TOKEN = "bench-token"  # noqa: S105 - the simulator's, not a real one

@@ -17,10 +17,10 @@ from sqlalchemy import select
 
 from bot.config import load_settings
 from bot.db import AuditEvent, WatchJob, upgrade
+from bot.sandbox.slack import RecordedCall, RecordedResponse, SlackDouble, SlackSender
 from bot.simulator import Simulator
 from bot.slack import blocks
 from bot.slack.app import BackupBot, HttpServer, build_app
-from bot.slackdouble import RecordedCall, RecordedResponse, SlackDouble, SlackSender
 from bot.watch import WatchSettings
 from tests.conftest import SIM_TOKEN
 

@@ -20,9 +20,9 @@ from types import TracebackType
 
 from bot.config import Settings, load_settings
 from bot.console.options import WorkspaceOptions
+from bot.sandbox.slack import SlackDouble, SlackSender
 from bot.simulator import Simulator
 from bot.slack.app import BackupBot, HttpServer, build_app
-from bot.slackdouble import SlackDouble, SlackSender
 from bot.watch import WatchSettings
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""What the demo and the tests fake: the VPS provider, Slack's Web API, signed requests."""
