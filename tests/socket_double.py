@@ -53,14 +53,7 @@ class _EnvelopeSender(SlackSender):
     """`SlackSender`'s payloads, sent as envelopes (unsigned: Socket Mode signs nothing)."""
 
     def __init__(self, double: SocketModeDouble) -> None:
-        super().__init__(
-            double.base_url,
-            "unused",
-            double,
-            team_id=double.team_id,
-            team_domain=double.team_domain,
-            api_app_id=double.app_id,
-        )
+        super().__init__(double.base_url, "unused", double)
         self.socket = double
         self.envelope: SocketEnvelope | None = None
 

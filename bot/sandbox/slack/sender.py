@@ -1,16 +1,14 @@
 """What Slack sends to an app: slash commands, `block_actions` and `view_submission`, form-encoded
 and signed (by slack_sdk's `SignatureVerifier`) exactly as SLACK-WIRE.md describes.
 
-With a double, the response_urls and trigger_ids in the payloads are minted there, names come from
-its workspace, and the app's answer to a view_submission is applied to its views.
+The response_urls and trigger_ids in the payloads are minted by the double, names come from its
+workspace, and the app's answer to a view_submission is applied to its views.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import http.client
-import itertools
 import json
 import time
 from collections.abc import Iterable, Mapping
@@ -18,10 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import httpx
 from slack_sdk.signature import SignatureVerifier
 
-from bot.sandbox.slack.state import Message, SlackState, elements_of, short_id
-from bot.sandbox.slack.webapi import view_submitted
+from bot.sandbox.slack.state import Message, elements_of
+from bot.sandbox.slack.webapi import SlackWebApi
 
 
 @dataclass(frozen=True)
@@ -48,11 +47,8 @@ class SlackSender:
         self,
         app_url: str,
         signing_secret: str,
-        double: SlackState | None = None,
+        double: SlackWebApi,
         *,
-        team_id: str = "T111",
-        team_domain: str = "test-domain",
-        api_app_id: str = "A111",
         verification_token: str = "verification_token",  # noqa: S107 - Slack's fixture value
         timeout: float = 10.0,
     ) -> None:
@@ -63,12 +59,10 @@ class SlackSender:
             app_url if parts.path not in ("", "/") else f"{app_url.rstrip('/')}/slack/events"
         )
         self.double = double
-        self.team_id, self.team_domain = team_id, team_domain
-        self.api_app_id = api_app_id
+        self.team_id, self.api_app_id = double.team_id, double.app_id
         self.verification_token = verification_token
         self.timeout = timeout
         self._verifier = SignatureVerifier(signing_secret)
-        self._counter = itertools.count(1)
         self.last_payload: dict[str, Any] | None = None
         self.last_response_url: str | None = None
 
@@ -91,18 +85,10 @@ class SlackSender:
             or self._verifier.generate_signature(timestamp=stamp, body=raw),
             "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
         }
-        parts = urlsplit(self.app_url)
-        https = parts.scheme == "https"
-        kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
-        connection = kind(parts.hostname or "", parts.port, timeout=self.timeout)
-        try:
-            path = parts.path + (f"?{parts.query}" if parts.query else "")
-            connection.request("POST", path, body=raw, headers=headers)
-            answer = connection.getresponse()
-            text = answer.read().decode("utf-8", "replace")
-            return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, text)
-        finally:
-            connection.close()
+        answer = httpx.post(
+            self.app_url, content=raw, headers=headers, timeout=self.timeout, trust_env=False
+        )
+        return Response(answer.status_code, dict(answer.headers), answer.text)
 
     def deliver(self, kind: str, payload: Mapping[str, Any]) -> Response:
         """Send a payload as Slack does over HTTP. `kind` is the Socket Mode envelope type:
@@ -119,24 +105,21 @@ class SlackSender:
         user_id: str = "U_ALICE",
         channel_id: str = "C_OPS",
         command: str = "/backup",
-        *,
-        response_url: str | None = None,
-        trigger_id: str | None = None,
     ) -> Response:
         fields = {
             "token": self.verification_token,
             "team_id": self.team_id,
-            "team_domain": self.team_domain,
+            "team_domain": self.double.team_domain,
             "channel_id": channel_id,
             "channel_name": self._channel_name(channel_id),
             "user_id": user_id,
-            "user_name": self._user_name(user_id),
+            "user_name": self._user_json(user_id)["name"],
             "command": command,
             "text": text,
             "api_app_id": self.api_app_id,
             "is_enterprise_install": "false",
-            "response_url": response_url or self._response_url(channel_id, user_id, None),
-            "trigger_id": trigger_id or self._trigger_id(user_id),
+            "response_url": self._response_url(channel_id, user_id, None),
+            "trigger_id": self.double.new_trigger_id(user_id),
         }
         return self.deliver("slash_commands", fields)
 
@@ -153,7 +136,8 @@ class SlackSender:
         `is_ephemeral: true` container and no `message` field, as Slack does."""
         channel_id = channel_id or (message.channel if message else "C_OPS")
         ephemeral = message is None or message.ephemeral
-        message_ts = message.ts if message else self._latest_ephemeral_ts(channel_id, user_id)
+        mine = [m.ts for m in self.double.messages_in(channel_id) if m.visible_to == user_id]
+        message_ts = message.ts if message else (mine or [f"{time.time():.6f}"])[-1]
         container = dict(container or {}) or {
             "type": "message",
             "message_ts": message_ts,
@@ -167,12 +151,12 @@ class SlackSender:
             "api_app_id": self.api_app_id,
             "token": self.verification_token,
             "container": container,
-            "trigger_id": self._trigger_id(user_id),
-            "team": {"id": self.team_id, "domain": self.team_domain},
+            "trigger_id": self.double.new_trigger_id(user_id),
+            "team": {"id": self.team_id, "domain": self.double.team_domain},
             "channel": {"id": channel_id, "name": self._channel_name(channel_id)},
         }
         if message is not None and not ephemeral:
-            payload["message"] = self._message_payload(message)
+            payload["message"] = self.double.message_payload(message)
         payload["response_url"] = response_url or self._response_url(
             channel_id, user_id, message_ts
         )
@@ -223,74 +207,49 @@ class SlackSender:
             "callback_id": "",
             "private_metadata": "",
             **copy.deepcopy(dict(view)),
-            "id": view.get("id") or f"V{next(self._counter):08d}",
+            "id": view.get("id") or self.double.next_id("V"),
             "team_id": self.team_id,
             "type": view.get("type", "modal"),
             "state": {"values": self._state_values(view, values or {})},
         }
         payload = {
             "type": "view_submission",
-            "team": {"id": self.team_id, "domain": self.team_domain},
+            "team": {"id": self.team_id, "domain": self.double.team_domain},
             "user": self._user_json(user_id),
             "api_app_id": self.api_app_id,
             "token": self.verification_token,
-            "trigger_id": self._trigger_id(user_id),
+            "trigger_id": self.double.new_trigger_id(user_id),
             "view": sent_view,
             "response_urls": [],
             "is_enterprise_install": False,
         }
         answer = self.deliver("interactive", payload)
-        if self.double is not None and answer.status == 200:
+        if answer.status == 200:
             action: Any = {}
             with contextlib.suppress(ValueError):
                 action = answer.json() if answer.text.strip() else {}
-            view_submitted(self.double, sent_view["id"], action if isinstance(action, dict) else {})
+            self.double.view_submitted(sent_view["id"], action if isinstance(action, dict) else {})
         return answer
 
     # -- names, URLs and ids from the double -----------------------------------------------------
 
     def _response_url(self, channel_id: str, user_id: str, message_ts: str | None) -> str:
-        n = next(self._counter)
-        url = (
-            self.double.response_url(channel_id=channel_id, user_id=user_id, message_ts=message_ts)
-            if self.double is not None
-            else f"https://hooks.slack.com/actions/{self.team_id}/{n}/{short_id(str(n), 24)}"
+        url = self.double.response_url(
+            channel_id=channel_id, user_id=user_id, message_ts=message_ts
         )
         self.last_response_url = url
         return url
 
-    def _trigger_id(self, user_id: str) -> str:
-        if self.double is not None:
-            return self.double.new_trigger_id(user_id)
-        n = next(self._counter)
-        return f"{int(time.time())}.{n}.{short_id(f'trigger/{n}', 12).lower()}"
-
-    def _user_name(self, user_id: str) -> str:
-        user = self.double.user(user_id) if self.double is not None else None
-        return user.name if user is not None else user_id.lstrip("UW_").lower() or user_id.lower()
-
     def _user_json(self, user_id: str) -> dict[str, Any]:
-        name = self._user_name(user_id)
+        user = self.double.user(user_id)
+        name = user.name if user is not None else user_id.lower()
         return {"id": user_id, "username": name, "name": name, "team_id": self.team_id}
 
     def _channel_name(self, channel_id: str) -> str:
-        channel = self.double.channel(channel_id) if self.double is not None else None
-        if channel is None:
+        channel = self.double.channel(channel_id)
+        if channel is None or channel.is_im:
             return "directmessage" if channel_id.startswith("D") else channel_id.lower()
-        return "directmessage" if channel.is_im else channel.name
-
-    def _message_payload(self, message: Message) -> dict[str, Any]:
-        if self.double is not None:
-            return self.double.message_payload(message)
-        return {"type": "message", "user": message.user, "text": message.text, "ts": message.ts}
-
-    def _latest_ephemeral_ts(self, channel_id: str, user_id: str) -> str:
-        mine = [
-            m.ts
-            for m in (self.double.messages_in(channel_id) if self.double is not None else [])
-            if m.ephemeral and m.visible_to == user_id
-        ]
-        return mine[-1] if mine else f"{time.time():.6f}"
+        return channel.name
 
     def _state_values(
         self, view: Mapping[str, Any], values: Mapping[str, Mapping[str, Any]]
@@ -311,17 +270,12 @@ class SlackSender:
         }
 
 
-_SHAPES = {
-    "static_select": "selected_option",
-    "external_select": "selected_option",
-    "radio_buttons": "selected_option",
-    "multi_static_select": "selected_options",
-    "multi_external_select": "selected_options",
-    "checkboxes": "selected_options",
+_SHAPES = {  # where Slack puts an input's value, by element type ("value" for text inputs)
+    **dict.fromkeys(("static_select", "external_select", "radio_buttons"), "selected_option"),
+    **dict.fromkeys(("multi_static_select", "checkboxes"), "selected_options"),
     "datepicker": "selected_date",
     "timepicker": "selected_time",
     "users_select": "selected_user",
-    "multi_users_select": "selected_users",
     "conversations_select": "selected_conversation",
     "channels_select": "selected_channel",
 }

@@ -86,7 +86,7 @@ class Message:
     blocks: list[dict[str, Any]] = field(default_factory=list)
     thread_ts: str | None = None
     ephemeral: bool = False
-    visible_to: str | None = None  # the one user who sees an ephemeral message
+    visible_to: str | None = None  # who alone sees an ephemeral message ("": unknown)
     files: list[str] = field(default_factory=list)
     via: str = "chat.postMessage"
     deleted: bool = False
@@ -123,7 +123,6 @@ class User:
     id: str
     name: str
     real_name: str
-    display_name: str
     team_id: str
     tz: str
     is_bot: bool = False
@@ -135,7 +134,6 @@ class Channel:
     name: str
     member: bool = True  # is the bot a member (else not_in_channel)
     archived: bool = False
-    users: frozenset[str] | None = None  # human members; None means everybody
     im_user: str | None = None  # set for a DM channel
 
     @property
@@ -211,46 +209,30 @@ def fill_ids(blocks: list[dict[str, Any]], seed: str) -> list[dict[str, Any]]:
     return filled
 
 
-def ts_value(ts: str) -> tuple[int, int]:
-    seconds, _, micros = ts.partition(".")
-    return int(seconds), int(micros or 0)
-
-
 class SlackState:
     """The workspace and everything the double remembers; every public method is thread-safe.
 
     The bot is `bot_user_id`/`bot_id`, authenticated by `bot_token`. With `seed`, the workspace
     has users U_ALICE, U_BOB, U_CAROL, channel C_OPS (#ops, the bot is a member) and C_RANDOM
-    (#random, it is not).
+    (#random, it is not). The rest is Slack's fixture values, as class attributes.
     """
+
+    team_id, team_domain, team_name = "T111", "test-domain", "Test Workspace"
+    bot_user_id, bot_id, app_id = "U_BOT", "B_BOT", "A111"
+    response_url_max_posts, response_url_ttl, trigger_ttl = 5, 30 * 60.0, 3.0
 
     def __init__(
         self,
         *,
         bot_token: str = DEFAULT_BOT_TOKEN,
         app_token: str = DEFAULT_APP_TOKEN,
-        team_id: str = "T111",
-        team_domain: str = "test-domain",
-        team_name: str = "Test Workspace",
-        bot_user_id: str = "U_BOT",
-        bot_id: str = "B_BOT",
         bot_name: str = "backupbot",
-        app_id: str = "A111",
         seed: bool = True,
-        response_url_max_posts: int = 5,
-        response_url_ttl: float = 30 * 60,
-        trigger_ttl: float = 3.0,
     ) -> None:
-        self.team_id, self.team_domain, self.team_name = team_id, team_domain, team_name
-        self.bot_user_id, self.bot_id, self.bot_name = bot_user_id, bot_id, bot_name
-        self.app_id = app_id
-        self.response_url_max_posts = response_url_max_posts
-        self.response_url_ttl = response_url_ttl
-        self.trigger_ttl = trigger_ttl
+        self.bot_name = bot_name
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.bot_token, self.app_token = bot_token, app_token
-        self.tokens: set[str] = {bot_token}
         self.socket_mode_url: Callable[[], str] | None = None  # see attach_socket_mode
         self._base_url: str | None = None
         self.users: dict[str, User] = {}
@@ -261,7 +243,7 @@ class SlackState:
         self._ts = _TS_START - _TS_STEP
         self._skew = 0.0
         self._clear()
-        self.add_user(bot_user_id, bot_name, is_bot=True)
+        self.add_user(self.bot_user_id, bot_name, is_bot=True)
         if seed:
             self.add_user("U_ALICE", "alice", real_name="Alice Archer")
             self.add_user("U_BOB", "bob", real_name="Bob Baker")
@@ -289,11 +271,6 @@ class SlackState:
 
     # -- configuration -----------------------------------------------------------------------
 
-    def add_token(self, token: str) -> None:
-        """Accept one more bot token."""
-        with self.lock:
-            self.tokens.add(token)
-
     def attach_socket_mode(self, open_url: Callable[[], str] | None) -> None:
         """apps.connections.open answers `open_url()` (a fresh `ws://` URL); None detaches."""
         with self.lock:
@@ -305,13 +282,11 @@ class SlackState:
         name: str,
         real_name: str | None = None,
         *,
-        display_name: str | None = None,
         tz: str = "Europe/London",
         is_bot: bool = False,
     ) -> User:
         real = real_name if real_name is not None else name
-        shown = display_name if display_name is not None else name
-        user = User(user_id, name, real, shown, self.team_id, tz, is_bot)
+        user = User(user_id, name, real, self.team_id, tz, is_bot)
         with self.lock:
             self.users[user_id] = user
         return user
@@ -326,25 +301,28 @@ class SlackState:
         name: str,
         member: bool = True,
         archived: bool = False,
-        *,
-        users: Iterable[str] | None = None,
     ) -> Channel:
-        """Add or replace a channel. `member`: is the bot in it. `users`: None = everybody."""
-        members = frozenset(users) if users is not None else None
-        channel = Channel(channel_id, name, member, archived, members)
+        """Add or replace a channel; `member`: is the bot in it (else not_in_channel)."""
+        channel = Channel(channel_id, name, member, archived)
         with self.lock:
             self.channels[channel_id] = channel
         return channel
 
     def rate_limit(self, method: str, count: int = 1, retry_after: int = 1) -> None:
         """The next `count` calls of `method` get HTTP 429, Retry-After and `ratelimited`."""
-        with self.lock:
-            self.faults.setdefault(method, []).append(Fault(count, "ratelimited", 429, retry_after))
+        self.fail(method, "ratelimited", count, 429, retry_after)
 
-    def fail(self, method: str, error: str, count: int = 1, status: int = 200) -> None:
+    def fail(
+        self,
+        method: str,
+        error: str,
+        count: int = 1,
+        status: int = 200,
+        retry_after: int | None = None,
+    ) -> None:
         """The next `count` calls of `method` answer `{"ok": false, "error": error}`."""
         with self.lock:
-            self.faults.setdefault(method, []).append(Fault(count, error, status))
+            self.faults.setdefault(method, []).append(Fault(count, error, status, retry_after))
 
     def advance(self, seconds: float) -> None:
         """Move the double's clock forward (response_url and trigger_id expiry)."""
@@ -359,25 +337,6 @@ class SlackState:
         with self.lock:
             self._clear()
             self.changed.notify_all()
-
-    def add_message(
-        self,
-        channel: str,
-        text: str,
-        user_id: str = "U_ALICE",
-        *,
-        blocks: list[dict[str, Any]] | None = None,
-        thread_ts: str | None = None,
-    ) -> Message:
-        """A message that a person posted (not the bot), e.g. one that chat.update may not edit."""
-        with self.lock:
-            try:
-                target = self.resolve_channel(channel)
-            except ApiError as error:
-                raise ValueError(f"{error.error}: {channel!r}") from error
-            content = {"text": text, "blocks": blocks or []}
-            message = self.post(target.id, content, via="user", thread_ts=thread_ts, user=user_id)
-            return copy.deepcopy(message)
 
     def response_url(
         self,
@@ -429,7 +388,7 @@ class SlackState:
     def messages(self) -> list[Message]:
         """Copies of every message (deleted ones too, flagged), in ts order."""
         with self.lock:
-            found = sorted(self.posted.values(), key=lambda m: ts_value(m.ts))
+            found = sorted(self.posted.values(), key=lambda m: m.ts)  # same width: sorts as time
             return copy.deepcopy(found)
 
     @property
@@ -437,39 +396,18 @@ class SlackState:
         with self.lock:
             return copy.deepcopy(list(self.uploads.values()))
 
-    @property
-    def views(self) -> list[dict[str, Any]]:
-        """The current version of every view opened, pushed, updated or published."""
-        with self.lock:
-            return [copy.deepcopy(r.view) for r in self.view_records.values()]
-
     def message(self, channel: str, ts: str) -> Message | None:
         with self.lock:
             return copy.deepcopy(self.posted.get((self._channel_id(channel), ts)))
 
-    def messages_in(
-        self,
-        channel: str,
-        *,
-        thread_ts: str | None = None,
-        include_ephemeral: bool = True,
-        include_deleted: bool = False,
-    ) -> list[Message]:
+    def messages_in(self, channel: str, *, thread_ts: str | None = None) -> list[Message]:
+        """The messages not deleted of a channel (a user id: the bot's DM), or of one thread."""
         channel_id = self._channel_id(channel)
         return [
             m
             for m in self.messages
-            if m.channel == channel_id
-            and (thread_ts is None or m.thread_ts == thread_ts)
-            and (include_ephemeral or not m.ephemeral)
-            and (include_deleted or not m.deleted)
+            if m.channel == channel_id and thread_ts in (None, m.thread_ts) and not m.deleted
         ]
-
-    def last_message(self, channel: str | None = None) -> Message | None:
-        found = [m for m in self.messages if not m.deleted]
-        if channel is not None:
-            found = [m for m in found if m.channel == self._channel_id(channel)]
-        return found[-1] if found else None
 
     def view(self, view_id: str) -> dict[str, Any] | None:
         with self.lock:
@@ -543,7 +481,7 @@ class SlackState:
                 seen = len(events)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    last = ", ".join(_describe(e) for e in events[-10:]) or "nothing"
+                    last = [getattr(e, "method", "response_url") for e in events[-10:]]
                     raise TimeoutError(f"no matching Slack event in {timeout}s; last: {last}")
                 self.changed.wait(remaining)
 
@@ -587,7 +525,7 @@ class SlackState:
         return self.channels[channel_id]
 
     def resolve_channel(self, value: Any, error: str = "channel_not_found") -> Channel:
-        """A channel by id, `#name` or name, a DM by its id or by the user's id."""
+        """A channel by id, a DM by its id or by the user's id."""
         if isinstance(value, str) and value in self.users:
             return self.dm(value)
         if isinstance(value, str) and value in self.channels:
@@ -595,9 +533,6 @@ class SlackState:
         for user_id in self.users:
             if value == self.dm_channel_id(user_id):
                 return self.dm(user_id)
-        for channel in self.channels.values():
-            if f"#{channel.name}" == value or (channel.name == value and not channel.is_im):
-                return channel
         raise ApiError(error)
 
     def visible(self, channel_id: str, ts: Any) -> Message | None:
@@ -621,29 +556,28 @@ class SlackState:
         *,
         via: str,
         thread_ts: str | None = None,
-        ephemeral: bool = False,
         visible_to: str | None = None,
         files: list[str] | None = None,
-        user: str | None = None,
     ) -> Message:
-        """A new message (ephemeral ones are seen by `visible_to` alone)."""
+        """A new message; an ephemeral one when `visible_to` names who alone sees it."""
         self._ts += _TS_STEP
         ts = f"{self._ts // 1_000_000}.{self._ts % 1_000_000:06d}"
         blocks = fill_ids(content.get("blocks") or [], f"{channel}/{ts}")
         message = Message(
             channel=channel,
             ts=ts,
-            user=user or self.bot_user_id,
+            user=self.bot_user_id,
             text=content.get("text", ""),
             blocks=blocks,
             thread_ts=thread_ts,
-            ephemeral=ephemeral,
+            ephemeral=visible_to is not None,
             visible_to=visible_to,
             files=list(files or []),
             via=via,
         )
         self.posted[(channel, ts)] = message
-        parent = self.posted.get((channel, thread_ts)) if thread_ts and not ephemeral else None
+        public = visible_to is None
+        parent = self.posted.get((channel, thread_ts)) if thread_ts and public else None
         if parent is not None and parent.thread_ts is None:
             parent.thread_ts = parent.ts  # a message with replies is a thread root
         return message
@@ -674,34 +608,11 @@ class SlackState:
             out["blocks"] = copy.deepcopy(message.blocks)
         if message.thread_ts is not None:
             out["thread_ts"] = message.thread_ts
-        if message.thread_ts == message.ts:
-            replies = [
-                m.ts
-                for m in self.posted.values()
-                if (m.channel, m.thread_ts) == (message.channel, message.ts)
-                and m.is_reply
-                and not (m.ephemeral or m.deleted)
-            ]
-            out["reply_count"] = len(replies)
-            out["latest_reply"] = max(replies, key=ts_value, default=message.ts)
         if message.edits:
             out["edited"] = {"user": message.user, "ts": f"{message.edits[-1].at:.6f}"}
         if message.files:
-            out["files"] = [self.file_json(self.uploads[f]) for f in message.files]
+            uploads = [self.uploads[file_id] for file_id in message.files]
+            out["files"] = [
+                {"id": u.file_id, "name": u.filename, "title": u.title} for u in uploads
+            ]
         return out
-
-    def file_json(self, upload: UploadedFile) -> dict[str, Any]:
-        return {
-            "id": upload.file_id,
-            "name": upload.filename,
-            "title": upload.title or upload.filename,
-            "size": len(upload.content or b""),
-            "user": self.bot_user_id,
-            "channels": [upload.channel] if upload.channel else [],
-        }
-
-
-def _describe(event: Event) -> str:
-    if isinstance(event, RecordedCall):
-        return f"{event.method}({event.error or 'ok'})"
-    return f"response_url {event.url_id}({event.error or 'ok'})"

@@ -1,7 +1,6 @@
-"""Slack's Web API over `SlackState`, and what a response_url or an upload URL does with a post.
-
-Each method takes the call's arguments and returns the fields of `{"ok": true, ...}`, or raises
-`ApiError`. Block Kit is checked by slack_sdk's own models, which carry Slack's limits.
+"""Slack's Web API over the double's state, and what a response_url or an upload URL does with a
+post. Each Web API method takes the call's arguments and returns the fields of `{"ok": true, ...}`,
+or raises `ApiError`. Block Kit is checked by slack_sdk's own models, which carry Slack's limits.
 
 Where Slack's documentation is silent the double chooses, and says so here:
 - a `response_url` answers `{"ok": true}` (HTTP 200); past its 5 posts HTTP 404 `used_url`, after
@@ -49,32 +48,7 @@ from bot.sandbox.slack.state import (
 
 MAX_TEXT = 40_000
 _JSON_ARGS = ("blocks", "view", "files")
-
-Method = Callable[[SlackState, dict[str, Any]], dict[str, Any]]
-
-
-def call(
-    state: SlackState, method: str, args: dict[str, Any], token: str | None
-) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """Answer one Web API call and record it: (HTTP status, JSON body, extra headers)."""
-    args = decode_json_args(args)
-    status, headers = 200, {}
-    with state.lock:
-        try:
-            handler = METHODS.get(method)
-            if handler is None:
-                raise ApiError("unknown_method")
-            _check_token(state, method, token)
-            fault = state.take_fault(method)
-            if fault is not None:
-                if fault.retry_after is not None:
-                    headers["Retry-After"] = str(fault.retry_after)
-                raise ApiError(fault.error, fault.status)
-            payload = {"ok": True, **handler(state, args)}
-        except ApiError as error:
-            status, payload = error.status, {"ok": False, "error": error.error, **error.extra}
-    state.record(RecordedCall(method, args, time.time(), status, payload))
-    return status, payload, headers
+_CHECKED = (SlackObjectFormationError, TypeError, ValueError, AttributeError, KeyError)
 
 
 def decode_json_args(args: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,19 +60,6 @@ def decode_json_args(args: Mapping[str, Any]) -> dict[str, Any]:
             with contextlib.suppress(ValueError):
                 out[name] = json.loads(value)
     return out
-
-
-def _check_token(state: SlackState, method: str, token: str | None) -> None:
-    """Bot tokens for the Web API, the app-level token for apps.connections.open."""
-    if not token:
-        raise ApiError("not_authed")
-    is_bot, is_app = token in state.tokens, token == state.app_token
-    wanted, other = (is_app, is_bot) if method == "apps.connections.open" else (is_bot, is_app)
-    if not wanted:
-        raise ApiError("not_allowed_token_type" if other else "invalid_auth")
-
-
-# -- Block Kit, checked by slack_sdk's models ----------------------------------------------------
 
 
 def block_errors(blocks: Any, limit: int, pointer: str = "/blocks") -> list[str]:
@@ -124,7 +85,7 @@ def _problem(build: Callable[[], JsonObject | None]) -> str | None:
         if model is None:
             return "unsupported type"
         model.to_dict()  # validates the object and everything inside it
-    except (SlackObjectFormationError, TypeError, ValueError, AttributeError, KeyError) as error:
+    except _CHECKED as error:
         return str(error)
     elements = getattr(model, "elements", None)
     return "unsupported element type" if isinstance(elements, list) and None in elements else None
@@ -152,126 +113,6 @@ def _content(args: Mapping[str, Any], status: int = 200) -> dict[str, Any]:
     return content
 
 
-# -- auth, chat, conversations, users -------------------------------------------------------------
-
-
-def auth_test(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "url": f"https://{state.team_domain}.slack.com/",
-        "team": state.team_name,
-        "user": state.bot_name,
-        "team_id": state.team_id,
-        "user_id": state.bot_user_id,
-        "bot_id": state.bot_id,
-        "is_enterprise_install": False,
-    }
-
-
-def apps_connections_open(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
-    if state.socket_mode_url is None:
-        raise ApiError("socket_mode_not_enabled")
-    return {"url": state.socket_mode_url()}
-
-
-def _postable(channel: Channel) -> Channel:
-    if channel.archived:
-        raise ApiError("is_archived")
-    if not channel.is_im and not channel.member:
-        raise ApiError("not_in_channel")
-    return channel
-
-
-def chat_post_message(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
-    channel = _postable(state.resolve_channel(args.get("channel")))
-    content = _content(args)
-    thread_ts = state.thread_root(channel.id, args.get("thread_ts"))
-    message = state.post(channel.id, content, via="chat.postMessage", thread_ts=thread_ts)
-    return {"channel": channel.id, "ts": message.ts, "message": state.message_json(message)}
-
-
-def chat_post_ephemeral(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
-    channel = state.resolve_channel(args.get("channel"))
-    user_id = args.get("user")
-    if not user_id:
-        raise invalid_arguments("missing `user`")
-    if user_id not in state.users:
-        raise ApiError("user_not_found")
-    _postable(channel)
-    if channel.im_user not in (None, user_id) or user_id not in (channel.users or {user_id}):
-        raise ApiError("user_not_in_channel")
-    content = _content(args)
-    thread_ts = str(args["thread_ts"]) if args.get("thread_ts") else None
-    message = state.post(
-        channel.id,
-        content,
-        via="chat.postEphemeral",
-        thread_ts=thread_ts,
-        ephemeral=True,
-        visible_to=user_id,
-    )
-    return {"message_ts": message.ts}
-
-
-def chat_update(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
-    channel = state.resolve_channel(args.get("channel"))
-    message = state.visible(channel.id, args.get("ts"))
-    if message is None:
-        raise ApiError("message_not_found")
-    if message.user != state.bot_user_id:
-        raise ApiError("cant_update_message")
-    if channel.archived:
-        raise ApiError("is_inactive")
-    state.edit(message, _content(args), "chat.update")
-    answer = {"channel": channel.id, "ts": message.ts, "text": message.text}
-    return {**answer, "message": state.message_json(message)}
-
-
-def conversations_open(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
-    if args.get("channel"):
-        return {"channel": {"id": state.resolve_channel(args["channel"]).id}}
-    users = [u.strip() for u in str(args.get("users") or "").split(",") if u.strip()]
-    if not users:
-        raise ApiError("users_list_not_supplied")
-    if any(user_id not in state.users for user_id in users):
-        raise ApiError("user_not_found")
-    if len(users) > 1:
-        raise ApiError("not_supported", response_metadata={"messages": ["mpims unmodelled"]})
-    channel = state.dm(users[0])
-    already = channel.id in state.opened_dms
-    state.opened_dms.add(channel.id)
-    answer: dict[str, Any] = {"no_op": True, "already_open": True} if already else {}
-    return {**answer, "channel": {"id": channel.id}}
-
-
-def users_info(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
-    user = state.users.get(str(args.get("user") or ""))
-    if user is None:
-        raise ApiError("user_not_found")
-    profile = {"real_name": user.real_name, "display_name": user.display_name, "team": user.team_id}
-    return {
-        "user": {
-            "id": user.id,
-            "team_id": user.team_id,
-            "name": user.name,
-            "deleted": False,
-            "real_name": user.real_name,
-            "tz": user.tz,
-            "is_bot": user.is_bot,
-            "profile": profile,
-        }
-    }
-
-
-def usergroups_users_list(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
-    members = state.usergroups.get(str(args.get("usergroup") or ""))
-    if members is None:
-        raise ApiError("no_such_subteam")
-    return {"users": list(members)}
-
-
-# -- views ---------------------------------------------------------------------------------------
-
-
 def _parse_view(args: Mapping[str, Any], kind: str | None = None) -> dict[str, Any]:
     view = args.get("view")
     if not isinstance(view, dict):
@@ -286,243 +127,324 @@ def _parse_view(args: Mapping[str, Any], kind: str | None = None) -> dict[str, A
     return view
 
 
-def _view_json(
-    state: SlackState, view: Mapping[str, Any], view_id: str, previous: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    """The view as views.* answer it: what the app sent, with Slack's ids, hash and state."""
-    return {
-        "id": view_id,
-        "team_id": state.team_id,
-        "type": view["type"],
-        "blocks": fill_ids(list(view["blocks"]), f"view/{view_id}"),
-        "private_metadata": view.get("private_metadata", ""),
-        "callback_id": view.get("callback_id", ""),
-        "state": {"values": {}},
-        "hash": f"{int(time.time())}.{short_id(state.next_id('hash'), 8)}",
-        "title": copy.deepcopy(view.get("title")),
-        "close": copy.deepcopy(view.get("close")),
-        "submit": copy.deepcopy(view.get("submit")),
-        "previous_view_id": previous.get("previous_view_id") if previous else None,
-        "root_view_id": previous.get("root_view_id", view_id) if previous else view_id,
-        "app_id": state.app_id,
-        "external_id": view.get("external_id", ""),
-        "bot_id": state.bot_id,
-    }
+def _postable(channel: Channel) -> Channel:
+    if channel.archived:
+        raise ApiError("is_archived")
+    if not channel.is_im and not channel.member:
+        raise ApiError("not_in_channel")
+    return channel
 
 
-def _use_trigger(state: SlackState, trigger_id: Any) -> str | None:
-    """The user whose trigger_id this is, once it is spent."""
-    trigger = state.triggers.get(trigger_id) if isinstance(trigger_id, str) else None
-    if trigger is None:
-        raise invalid_arguments("invalid `trigger_id`")
-    if trigger.used:
-        raise ApiError("exchanged_trigger_id")
-    if state.now() - trigger.created > state.trigger_ttl:
-        raise ApiError("expired_trigger_id")
-    trigger.used = True
-    return trigger.user_id
+class SlackWebApi(SlackState):
+    """The double's state with the Web API, response_urls and upload URLs answered over it."""
 
+    def call(
+        self, method: str, args: dict[str, Any], token: str | None
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Answer one Web API call and record it: (HTTP status, JSON body, extra headers)."""
+        args = decode_json_args(args)
+        status, headers = 200, {}
+        with self.lock:
+            try:
+                handler = METHODS.get(method)
+                if handler is None:
+                    raise ApiError("unknown_method")
+                self._check_token(method, token)
+                fault = self.take_fault(method)
+                if fault is not None:
+                    if fault.retry_after is not None:
+                        headers["Retry-After"] = str(fault.retry_after)
+                    raise ApiError(fault.error, fault.status)
+                payload = {"ok": True, **handler(self, args)}
+            except ApiError as error:
+                status, payload = error.status, {"ok": False, "error": error.error, **error.extra}
+        self.record(RecordedCall(method, args, time.time(), status, payload))
+        return status, payload, headers
 
-def _push(state: SlackState, view: Mapping[str, Any], user_id: str | None) -> dict[str, Any]:
-    """Put `view` on top of the user's open modal (views.push, or `response_action: push`)."""
-    stack = [r for r in state.view_records.values() if not r.closed and r.user_id == user_id]
-    parents = [r.view for r in stack if r.view["type"] == "modal"]
-    if not parents:
-        raise ApiError("not_found")
-    view_id = state.next_id("V")
-    pushed = _view_json(state, view, view_id, parents[-1])
-    pushed["previous_view_id"] = parents[-1]["id"]
-    state.view_records[view_id] = OpenView(pushed, user_id)
-    return {"view": copy.deepcopy(pushed)}
+    def _check_token(self, method: str, token: str | None) -> None:
+        """The bot token for the Web API, the app-level token for apps.connections.open."""
+        if not token:
+            raise ApiError("not_authed")
+        is_bot, is_app = token == self.bot_token, token == self.app_token
+        wanted, other = (is_app, is_bot) if method == "apps.connections.open" else (is_bot, is_app)
+        if not wanted:
+            raise ApiError("not_allowed_token_type" if other else "invalid_auth")
 
+    # -- auth, chat, conversations, users -------------------------------------------------------
 
-def views_open(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
-    user_id = _use_trigger(state, args.get("trigger_id"))
-    view_id = state.next_id("V")
-    opened = _view_json(state, _parse_view(args, "modal"), view_id, None)
-    state.view_records[view_id] = OpenView(opened, user_id)
-    return {"view": copy.deepcopy(opened)}
+    def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": f"https://{self.team_domain}.slack.com/",
+            "team": self.team_name,
+            "user": self.bot_name,
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
 
+    def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        if self.socket_mode_url is None:
+            raise ApiError("socket_mode_not_enabled")
+        return {"url": self.socket_mode_url()}
 
-def views_push(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
-    user_id = _use_trigger(state, args.get("trigger_id"))
-    return _push(state, _parse_view(args, "modal"), user_id)
+    def _chat_post_message(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = _postable(self.resolve_channel(args.get("channel")))
+        content = _content(args)
+        thread_ts = self.thread_root(channel.id, args.get("thread_ts"))
+        message = self.post(channel.id, content, via="chat.postMessage", thread_ts=thread_ts)
+        return {"channel": channel.id, "ts": message.ts, "message": self.message_json(message)}
 
-
-def views_update(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
-    key, wanted = (
-        ("id", args.get("view_id"))
-        if args.get("view_id")
-        else ("external_id", args.get("external_id"))
-    )
-    found = [r for r in state.view_records.values() if wanted and r.view[key] == wanted]
-    if not found:
-        raise ApiError("not_found")
-    record = found[0]
-    if args.get("hash") and args["hash"] != record.view["hash"]:
-        raise ApiError("hash_conflict")
-    record.view = _view_json(state, _parse_view(args), record.view["id"], record.view)
-    return {"view": copy.deepcopy(record.view)}
-
-
-def views_publish(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
-    user_id = str(args.get("user_id") or "")
-    if user_id not in state.users:
-        raise invalid_arguments("invalid user")
-    view = _parse_view(args, "home")
-    view_id = state.homes.get(user_id) or state.next_id("V")
-    previous = state.view_records.get(view_id)
-    if previous is not None and args.get("hash") and args["hash"] != previous.view["hash"]:
-        raise ApiError("hash_conflict")
-    published = _view_json(state, view, view_id, None)
-    state.view_records[view_id] = OpenView(published, user_id)
-    state.homes[user_id] = view_id
-    return {"view": copy.deepcopy(published)}
-
-
-def view_submitted(state: SlackState, view_id: str, answer: Mapping[str, Any]) -> None:
-    """What Slack does with the app's answer to a view_submission: keep the modal open (errors),
-    update or push a view, close every view of the stack (clear) or, by default, this one."""
-    kind = answer.get("response_action")
-    with state.lock:
-        record = state.view_records.get(view_id)
-        if record is None or kind == "errors":
-            return
-        if kind == "update":
-            record.view = _view_json(state, _parse_view(answer), view_id, record.view)
-        elif kind == "push":
-            _push(state, _parse_view(answer, "modal"), record.user_id)
-        else:
-            root = record.view["root_view_id"] if kind == "clear" else None
-            for other in state.view_records.values():
-                if other is record or (root and other.view["root_view_id"] == root):
-                    other.closed = True
-
-
-# -- files (the v2 upload: get a URL, post the bytes there, complete) ---------------------------
-
-
-def files_get_upload_url_external(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
-    if not args.get("filename"):
-        raise invalid_arguments("missing `filename`")
-    try:
-        length = int(args.get("length") or 0)
-    except (TypeError, ValueError) as error:
-        raise invalid_arguments("invalid `length`") from error
-    if length <= 0:
-        raise ApiError("missing_argument")
-    file_id = state.next_id("F")
-    state.uploads[file_id] = UploadedFile(file_id, str(args["filename"]), length)
-    return {"upload_url": f"{state.base_url}/upload/v1/{file_id}", "file_id": file_id}
-
-
-def upload(state: SlackState, file_id: str, content: bytes) -> tuple[int, str]:
-    """The bytes posted to an upload URL: (HTTP status, plain-text answer)."""
-    with state.lock:
-        found = state.uploads.get(file_id)
-        if found is None or found.completed:
-            return 404, "file_not_found"
-        found.content = content
-    return 200, f"OK - {len(content)}"
-
-
-def files_complete_upload_external(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
-    items = args.get("files")
-    if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
-        raise invalid_arguments("invalid `files`")
-    uploads = [state.uploads.get(str(item.get("id"))) for item in items]
-    done = [u for u in uploads if u is not None and u.content is not None and not u.completed]
-    if len(done) != len(items):
-        raise ApiError("file_not_found")
-    target = args.get("channel_id") or str(args.get("channels") or "").split(",")[0]
-    channel = _postable(state.resolve_channel(target, "invalid_channel")) if target else None
-    thread_ts = state.thread_root(channel.id, args.get("thread_ts")) if channel else None
-    comment = args.get("initial_comment") or None
-    message_ts = None
-    if channel is not None:
-        files = [u.file_id for u in done]
-        content = {"text": comment or ""}
-        via = "files.completeUploadExternal"
-        message_ts = state.post(channel.id, content, via=via, thread_ts=thread_ts, files=files).ts
-    for item, found in zip(items, done, strict=True):
-        found.title = item.get("title") or found.filename
-        found.completed, found.initial_comment = True, comment
-        found.channel = channel.id if channel is not None else None
-        found.thread_ts, found.message_ts = thread_ts, message_ts
-    return {"files": [{"id": u.file_id, "title": u.title} for u in done]}
-
-
-# -- response_urls -------------------------------------------------------------------------------
-
-
-def respond(
-    state: SlackState, url_id: str, body: dict[str, Any] | None
-) -> tuple[int, dict[str, Any]]:
-    """A post to a minted response_url (`body` None: it was not a JSON object); recorded."""
-    status, error = 200, None
-    with state.lock:
-        try:
-            if body is None:
-                raise ApiError("invalid_payload", 400)
-            _apply_response(state, url_id, decode_json_args(body))
-        except ApiError as failure:
-            status, error = failure.status, failure.error
-    state.record(RecordedResponse(url_id, body or {}, time.time(), status, error))
-    return status, {"ok": True} if error is None else {"ok": False, "error": error}
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def _apply_response(state: SlackState, url_id: str, body: dict[str, Any]) -> None:
-    entry = state.response_urls.get(url_id)
-    if entry is None:
-        raise ApiError("no_service", 404)
-    if state.now() - entry.created > state.response_url_ttl:
-        raise ApiError("expired_url", 404)
-    if entry.posts >= state.response_url_max_posts:
-        raise ApiError("used_url", 404)
-    original = state.posted.get((entry.channel_id or "", entry.original_ts or ""))
-    original = None if original is None or original.deleted else original
-    if _truthy(body.get("delete_original")):
-        if original is None:
-            raise ApiError("message_not_found", 404)
-        state.edit(original, {}, "delete")
-    elif _truthy(body.get("replace_original")) and original is not None:
-        state.edit(original, _content(body, 400), "response_url")
-    elif entry.channel_id is not None:
-        content = _content(body, 400)
-        in_channel = body.get("response_type") == "in_channel"
-        message = state.post(
-            entry.channel_id,
-            content,
-            via="response_url",
-            thread_ts=str(body["thread_ts"]) if body.get("thread_ts") else None,
-            ephemeral=not in_channel,
-            visible_to=None if in_channel else entry.user_id,
+    def _chat_post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self.resolve_channel(args.get("channel"))
+        user_id = args.get("user")
+        if user_id not in self.users:
+            raise ApiError("user_not_found")
+        if _postable(channel).im_user not in (None, user_id):
+            raise ApiError("user_not_in_channel")
+        content, thread_ts = _content(args), str(args.get("thread_ts") or "") or None
+        message = self.post(
+            channel.id, content, via="chat.postEphemeral", thread_ts=thread_ts, visible_to=user_id
         )
-        entry.original_ts = entry.original_ts or message.ts
-    else:
-        _content(body, 400)
-    entry.posts += 1
+        return {"message_ts": message.ts}
+
+    def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self.resolve_channel(args.get("channel"))
+        message = self.visible(channel.id, args.get("ts"))
+        if message is None:
+            raise ApiError("message_not_found")
+        self.edit(message, _content(args), "chat.update")
+        answer = {"channel": channel.id, "ts": message.ts, "text": message.text}
+        return {**answer, "message": self.message_json(message)}
+
+    def _conversations_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A DM with one person (group DMs are not modelled: `not_supported`)."""
+        users = [u.strip() for u in str(args.get("users") or "").split(",") if u.strip()]
+        if len(users) != 1:
+            raise ApiError("not_supported" if users else "users_list_not_supplied")
+        if users[0] not in self.users:
+            raise ApiError("user_not_found")
+        channel = self.dm(users[0])
+        already = channel.id in self.opened_dms
+        self.opened_dms.add(channel.id)
+        answer: dict[str, Any] = {"no_op": True, "already_open": True} if already else {}
+        return {**answer, "channel": {"id": channel.id}}
+
+    def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = self.users.get(str(args.get("user") or ""))
+        if user is None:
+            raise ApiError("user_not_found")
+        profile = {"real_name": user.real_name, "display_name": user.name, "team": user.team_id}
+        person = {"id": user.id, "team_id": user.team_id, "name": user.name, "tz": user.tz}
+        extra = {"real_name": user.real_name, "is_bot": user.is_bot, "profile": profile}
+        return {"user": person | extra}
+
+    def _usergroups_users_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        members = self.usergroups.get(str(args.get("usergroup") or ""))
+        if members is None:
+            raise ApiError("no_such_subteam")
+        return {"users": list(members)}
+
+    # -- views ------------------------------------------------------------------------------------
+
+    def _view_json(
+        self, view: Mapping[str, Any], view_id: str, previous: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """The view as views.* answer it: what the app sent, with Slack's ids, hash and state."""
+        return {
+            "callback_id": "",
+            "private_metadata": "",
+            **copy.deepcopy(dict(view)),
+            "id": view_id,
+            "team_id": self.team_id,
+            "app_id": self.app_id,
+            "blocks": fill_ids(list(view["blocks"]), f"view/{view_id}"),
+            "state": {"values": {}},
+            "hash": f"{int(time.time())}.{short_id(self.next_id('hash'), 8)}",
+            "previous_view_id": previous.get("previous_view_id") if previous else None,
+            "root_view_id": previous.get("root_view_id", view_id) if previous else view_id,
+        }
+
+    def _use_trigger(self, trigger_id: Any) -> str | None:
+        """The user whose trigger_id this is, once it is spent."""
+        trigger = self.triggers.get(trigger_id) if isinstance(trigger_id, str) else None
+        if trigger is None:
+            raise invalid_arguments("invalid `trigger_id`")
+        if trigger.used:
+            raise ApiError("exchanged_trigger_id")
+        if self.now() - trigger.created > self.trigger_ttl:
+            raise ApiError("expired_trigger_id")
+        trigger.used = True
+        return trigger.user_id
+
+    def _push(self, view: Mapping[str, Any], user_id: str | None) -> dict[str, Any]:
+        """Put `view` on top of the user's open modal (views.push, or `response_action: push`)."""
+        stack = [r for r in self.view_records.values() if not r.closed and r.user_id == user_id]
+        parents = [r.view for r in stack if r.view["type"] == "modal"]
+        if not parents:
+            raise ApiError("not_found")
+        view_id = self.next_id("V")
+        pushed = self._view_json(view, view_id, parents[-1])
+        pushed["previous_view_id"] = parents[-1]["id"]
+        self.view_records[view_id] = OpenView(pushed, user_id)
+        return {"view": copy.deepcopy(pushed)}
+
+    def _views_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        user_id = self._use_trigger(args.get("trigger_id"))
+        view_id = self.next_id("V")
+        opened = self._view_json(_parse_view(args, "modal"), view_id, None)
+        self.view_records[view_id] = OpenView(opened, user_id)
+        return {"view": copy.deepcopy(opened)}
+
+    def _views_push(self, args: dict[str, Any]) -> dict[str, Any]:
+        user_id = self._use_trigger(args.get("trigger_id"))
+        return self._push(_parse_view(args, "modal"), user_id)
+
+    def _views_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        record = self.view_records.get(str(args.get("view_id")))
+        if record is None:
+            raise ApiError("not_found")
+        if args.get("hash") and args["hash"] != record.view["hash"]:
+            raise ApiError("hash_conflict")
+        record.view = self._view_json(_parse_view(args), record.view["id"], record.view)
+        return {"view": copy.deepcopy(record.view)}
+
+    def _views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        user_id = str(args.get("user_id") or "")
+        if user_id not in self.users:
+            raise invalid_arguments("invalid user")
+        view = _parse_view(args, "home")
+        view_id = self.homes.get(user_id) or self.next_id("V")
+        previous = self.view_records.get(view_id)
+        if previous is not None and args.get("hash") and args["hash"] != previous.view["hash"]:
+            raise ApiError("hash_conflict")
+        published = self._view_json(view, view_id, None)
+        self.view_records[view_id] = OpenView(published, user_id)
+        self.homes[user_id] = view_id
+        return {"view": copy.deepcopy(published)}
+
+    def view_submitted(self, view_id: str, answer: Mapping[str, Any]) -> None:
+        """What Slack does with the app's answer to a view_submission: keep the modal open
+        (errors), update or push a view, close the whole stack (clear) or, by default, this one."""
+        kind = answer.get("response_action")
+        with self.lock:
+            record = self.view_records.get(view_id)
+            if record is None or kind == "errors":
+                return
+            if kind == "update":
+                record.view = self._view_json(_parse_view(answer), view_id, record.view)
+            elif kind == "push":
+                self._push(_parse_view(answer, "modal"), record.user_id)
+            else:
+                root = record.view["root_view_id"] if kind == "clear" else None
+                for other in self.view_records.values():
+                    if other is record or (root and other.view["root_view_id"] == root):
+                        other.closed = True
+
+    # -- files (the v2 upload: get a URL, post the bytes there, complete) -------------------------
+
+    def _files_get_upload_url_external(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("filename") or not str(args.get("length", "")).isdigit():
+            raise invalid_arguments("`filename` and `length` are required")
+        file_id = self.next_id("F")
+        self.uploads[file_id] = UploadedFile(file_id, str(args["filename"]), int(args["length"]))
+        return {"upload_url": f"{self.base_url}/upload/v1/{file_id}", "file_id": file_id}
+
+    def upload(self, file_id: str, content: bytes) -> tuple[int, str]:
+        """The bytes posted to an upload URL: (HTTP status, plain-text answer)."""
+        with self.lock:
+            found = self.uploads.get(file_id)
+            if found is None or found.completed:
+                return 404, "file_not_found"
+            found.content = content
+        return 200, f"OK - {len(content)}"
+
+    def _files_complete_upload_external(self, args: dict[str, Any]) -> dict[str, Any]:
+        items = args.get("files")
+        if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+            raise invalid_arguments("invalid `files`")
+        found = [self.uploads.get(str(item.get("id"))) for item in items]
+        done = [u for u in found if u is not None and u.content is not None and not u.completed]
+        if len(done) != len(items):
+            raise ApiError("file_not_found")
+        target = args.get("channel_id")
+        channel = _postable(self.resolve_channel(target, "invalid_channel")) if target else None
+        thread_ts = self.thread_root(channel.id, args.get("thread_ts")) if channel else None
+        comment = args.get("initial_comment") or None
+        message_ts = None
+        if channel is not None:
+            content, files = {"text": comment or ""}, [u.file_id for u in done]
+            via = "files.completeUploadExternal"
+            message_ts = self.post(
+                channel.id, content, via=via, thread_ts=thread_ts, files=files
+            ).ts
+        for item, upload in zip(items, done, strict=True):
+            upload.title = item.get("title") or upload.filename
+            upload.completed, upload.initial_comment = True, comment
+            upload.channel = channel.id if channel is not None else None
+            upload.thread_ts, upload.message_ts = thread_ts, message_ts
+        return {"files": [{"id": u.file_id, "title": u.title} for u in done]}
+
+    # -- response_urls ----------------------------------------------------------------------------
+
+    def respond(self, url_id: str, body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        """A post to a minted response_url (`body` None: it was not a JSON object); recorded."""
+        status, error = 200, None
+        with self.lock:
+            try:
+                if body is None:
+                    raise ApiError("invalid_payload", 400)
+                self._apply_response(url_id, decode_json_args(body))
+            except ApiError as failure:
+                status, error = failure.status, failure.error
+        self.record(RecordedResponse(url_id, body or {}, time.time(), status, error))
+        return status, {"ok": True} if error is None else {"ok": False, "error": error}
+
+    def _apply_response(self, url_id: str, body: dict[str, Any]) -> None:
+        entry = self.response_urls.get(url_id)
+        if entry is None:
+            raise ApiError("no_service", 404)
+        if self.now() - entry.created > self.response_url_ttl:
+            raise ApiError("expired_url", 404)
+        if entry.posts >= self.response_url_max_posts:
+            raise ApiError("used_url", 404)
+        original = self.posted.get((entry.channel_id or "", entry.original_ts or ""))
+        original = None if original is None or original.deleted else original
+        if body.get("delete_original") in (True, "true"):
+            if original is None:
+                raise ApiError("message_not_found", 404)
+            self.edit(original, {}, "delete")
+        elif body.get("replace_original") in (True, "true") and original is not None:
+            self.edit(original, _content(body, 400), "response_url")
+        elif entry.channel_id is not None:
+            content = _content(body, 400)
+            in_channel = body.get("response_type") == "in_channel"
+            message = self.post(
+                entry.channel_id,
+                content,
+                via="response_url",
+                thread_ts=str(body.get("thread_ts") or "") or None,
+                visible_to=None if in_channel else entry.user_id or "",
+            )
+            entry.original_ts = entry.original_ts or message.ts
+        else:
+            _content(body, 400)
+        entry.posts += 1
 
 
-METHODS: dict[str, Method] = {
-    "apps.connections.open": apps_connections_open,
-    "auth.test": auth_test,
-    "chat.postMessage": chat_post_message,
-    "chat.postEphemeral": chat_post_ephemeral,
-    "chat.update": chat_update,
-    "conversations.open": conversations_open,
-    "users.info": users_info,
-    "usergroups.users.list": usergroups_users_list,
-    "views.open": views_open,
-    "views.push": views_push,
-    "views.update": views_update,
-    "views.publish": views_publish,
-    "files.getUploadURLExternal": files_get_upload_url_external,
-    "files.completeUploadExternal": files_complete_upload_external,
+METHODS: dict[str, Callable[[SlackWebApi, dict[str, Any]], dict[str, Any]]] = {
+    "apps.connections.open": SlackWebApi._apps_connections_open,
+    "auth.test": SlackWebApi._auth_test,
+    "chat.postMessage": SlackWebApi._chat_post_message,
+    "chat.postEphemeral": SlackWebApi._chat_post_ephemeral,
+    "chat.update": SlackWebApi._chat_update,
+    "conversations.open": SlackWebApi._conversations_open,
+    "users.info": SlackWebApi._users_info,
+    "usergroups.users.list": SlackWebApi._usergroups_users_list,
+    "views.open": SlackWebApi._views_open,
+    "views.push": SlackWebApi._views_push,
+    "views.update": SlackWebApi._views_update,
+    "views.publish": SlackWebApi._views_publish,
+    "files.getUploadURLExternal": SlackWebApi._files_get_upload_url_external,
+    "files.completeUploadExternal": SlackWebApi._files_complete_upload_external,
 }

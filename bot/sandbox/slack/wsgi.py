@@ -12,12 +12,10 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
 
-from bot.sandbox.slack import webapi
-from bot.sandbox.slack.state import SlackState
+from bot.sandbox.slack.webapi import SlackWebApi
 from bot.wsgi_server import WsgiApp, WsgiServer
 
 log = logging.getLogger("bot.sandbox.slack")
@@ -25,8 +23,8 @@ log = logging.getLogger("bot.sandbox.slack")
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests"}
 
 
-def make_app(state: SlackState) -> WsgiApp:
-    """The WSGI app that answers for `state`."""
+def make_app(api: SlackWebApi) -> WsgiApp:
+    """The WSGI app that answers for `api`."""
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         parts = environ.get("PATH_INFO", "").strip("/").split("/")
@@ -35,11 +33,11 @@ def make_app(state: SlackState) -> WsgiApp:
         headers: dict[str, str] = {}
         try:
             if len(parts) == 2 and parts[0] == "api":
-                status, body, headers = _api(state, parts[1], environ, raw)
+                status, body, headers = _api(api, parts[1], environ, raw)
             elif len(parts) == 2 and parts[0] == "response":
-                status, body = webapi.respond(state, parts[1], _json_object(raw))
+                status, body = api.respond(parts[1], _json_object(raw))
             elif len(parts) == 3 and parts[:2] == ["upload", "v1"]:
-                status, text = webapi.upload(state, parts[2], raw)
+                status, text = api.upload(parts[2], raw)
                 return _answer(start_response, status, text.encode(), "text/plain")
             else:
                 return _answer(start_response, 404, b"not found", "text/plain")
@@ -54,7 +52,7 @@ def make_app(state: SlackState) -> WsgiApp:
 
 
 def _api(
-    state: SlackState, method: str, environ: dict[str, Any], raw: bytes
+    api: SlackWebApi, method: str, environ: dict[str, Any], raw: bytes
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     args: dict[str, Any] = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
     if environ.get("CONTENT_TYPE", "").startswith("application/json"):
@@ -68,7 +66,7 @@ def _api(
     authorization = environ.get("HTTP_AUTHORIZATION", "")
     if authorization.lower().startswith("bearer "):
         token = authorization[7:].strip()
-    return webapi.call(state, method, args, token)
+    return api.call(method, args, token)
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:
@@ -93,7 +91,7 @@ def _answer(
     return [body]
 
 
-class SlackDouble(SlackState):
+class SlackDouble(SlackWebApi):
     """A stateful fake of Slack's Web API and response_urls, served on 127.0.0.1.
 
     See `SlackState` for the workspace it starts with and what it records, webapi.py for the
@@ -124,12 +122,7 @@ class SlackDouble(SlackState):
     def __enter__(self) -> SlackDouble:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     @property
