@@ -74,7 +74,11 @@ class SocketModeDouble(SlackDouble):
         self._connections: list[ServerConnection] = []
         self._acks: dict[str, dict[str, Any]] = {}
         self.socket_opened = 0  # connections ever opened
-        self._ws = serve(self._serve, host, 0, process_request=self._check_ticket)
+        # Slack pings idle connections. slack_sdk's client holds its receive lock while it waits
+        # in recv(), so against a quiet server its close() waits out a read timeout (~3 s).
+        self._ws = serve(
+            self._serve, host, 0, process_request=self._check_ticket, ping_interval=0.5
+        )
         ws_url = f"ws://{host}:{self._ws.socket.getsockname()[1]}"
         threading.Thread(target=self._ws.serve_forever, name="socket-double", daemon=True).start()
         self.attach_socket_mode(lambda: f"{ws_url}/link/?ticket={self._new_ticket()}")
