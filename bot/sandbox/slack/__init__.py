@@ -2,8 +2,8 @@
 signed requests Slack sends to an app.
 
 `SlackDouble` keeps what Slack would show (state.py), answers the Web API over it (webapi.py) and
-serves both on 127.0.0.1 (wsgi.py); `SlackSender` is the other direction (sender.py). Only
-slack_sdk and the project's WSGI server are used, so the terminal console imports it too.
+serves both on 127.0.0.1 (wsgi.py); `SlackSender` is the other direction (sender.py). It needs
+only the project's own dependencies, so the terminal console (`backupbot demo`) imports it too.
 """
 
 from bot.sandbox.slack.sender import Response, SlackSender

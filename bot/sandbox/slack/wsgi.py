@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -19,8 +20,6 @@ from bot.sandbox.slack.webapi import SlackWebApi
 from bot.wsgi_server import WsgiApp, WsgiServer
 
 log = logging.getLogger("bot.sandbox.slack")
-
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests"}
 
 
 def make_app(api: SlackWebApi) -> WsgiApp:
@@ -85,9 +84,7 @@ def _answer(
     headers: dict[str, str] | None = None,
 ) -> list[bytes]:
     sent = [("Content-Type", f"{content_type}; charset=utf-8"), ("Content-Length", str(len(body)))]
-    start_response(
-        f"{status} {_REASONS.get(status, 'Error')}", sent + list((headers or {}).items())
-    )
+    start_response(f"{status} {HTTPStatus(status).phrase}", sent + list((headers or {}).items()))
     return [body]
 
 
