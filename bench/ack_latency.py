@@ -24,8 +24,8 @@ from waitress.server import create_server
 
 from bot.app import build_app
 from bot.config import load_settings
+from bot.sandbox.slack import SlackDouble, SlackSender
 from bot.sandbox.vps import Simulator
-from bot.slackdouble import SlackDouble, SlackSender
 from bot.vps.client import BackupsClient
 
 TOKEN = "bench-token"  # noqa: S105 - the simulator's, not a real one

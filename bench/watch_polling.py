@@ -19,9 +19,9 @@ from slack_sdk import WebClient
 
 from bot.audit import Actor, AuditLog
 from bot.db import WatchJob, make_engine, make_session_factory, upgrade
+from bot.sandbox.slack import RecordedCall, SlackDouble
 from bot.sandbox.vps import Simulator
 from bot.slack.notify import SlackNotifier
-from bot.slackdouble import RecordedCall, SlackDouble
 from bot.vps.client import BackupsClient
 from bot.watch import Watcher, WatchSettings
 

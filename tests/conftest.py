@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.sandbox.vps import Simulator
-from bot.slackdouble import SlackDouble
+from tests.socket_double import SocketModeDouble as SlackDouble
 
 SIM_TOKEN = "sim-token-s3cr3t"
 

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from bot.db import Approval, AuditEvent
+from bot.sandbox.slack import Message, RecordedCall, SlackDouble
 from bot.sandbox.vps import Simulator
 from bot.slack import approval_blocks
-from bot.slackdouble import Message, RecordedCall, SlackDouble
 from tests.test_slack_app import AppRig, text_of
 
 FAST_APPROVALS = {"tick": 0.02, "wait": 0.05}

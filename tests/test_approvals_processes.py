@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import select
 
 from bot.db import Approval, make_engine, make_session_factory, upgrade
+from bot.sandbox.slack import Message, SlackDouble, SlackSender
 from bot.sandbox.vps import Simulator
 from bot.slack import approval_blocks
-from bot.slackdouble import Message, SlackDouble, SlackSender
 from tests.conftest import SIM_TOKEN
 from tests.test_cli import _env
 

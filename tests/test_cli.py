@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.sandbox.slack import RecordedResponse, SlackSender
 from bot.sandbox.vps import Simulator
-from bot.slackdouble import RecordedResponse, SlackDouble, SlackSender
 from tests.conftest import SIM_TOKEN
+from tests.socket_double import SocketModeDouble as SlackDouble
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -30,9 +30,9 @@ from bot.console import ConsoleOptions, WorkspaceOptions, run
 from bot.console.chat import Console, Terminal, _action_as_drawn
 from bot.console.render import Choice, Names, Style, display_width, format_date, mrkdwn, wrap
 from bot.console.workspace import Workspace
+from bot.sandbox.slack import Event, RecordedCall, RecordedResponse, SlackSender
 from bot.sandbox.vps import Simulator
 from bot.slack.blocks import PAGE_SIZE, human_size
-from bot.slackdouble import Event, RecordedCall, RecordedResponse, SlackSender
 from bot.watch import WatchSettings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,9 +18,9 @@ from sqlalchemy import select
 from bot.app import BackupBot, build_app
 from bot.config import load_settings
 from bot.db import AuditEvent, WatchJob, upgrade
+from bot.sandbox.slack import RecordedCall, RecordedResponse, SlackDouble, SlackSender
 from bot.sandbox.vps import Simulator
 from bot.slack import blocks
-from bot.slackdouble import RecordedCall, RecordedResponse, SlackDouble, SlackSender
 from bot.watch import WatchSettings
 from tests.conftest import SIM_TOKEN
 

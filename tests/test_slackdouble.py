@@ -7,11 +7,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import urlencode
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import httpx
 import pytest
 from slack_bolt import Ack, App, Respond, Say
 from slack_bolt.adapter.wsgi import SlackRequestHandler
@@ -20,13 +19,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
-from bot.slackdouble import (
-    Event,
-    RecordedCall,
-    RecordedResponse,
-    SlackDouble,
-    SlackSender,
-)
+from bot.sandbox.slack import Event, RecordedCall, RecordedResponse, SlackDouble, SlackSender
+from bot.wsgi_server import WsgiServer
 
 SECRET = "double-signing-secret-8c1f"
 BUTTON_BLOCKS: list[dict[str, Any]] = [
@@ -82,6 +76,8 @@ MODAL: dict[str, Any] = {
     ],
 }
 
+WIZARD: dict[str, Any] = {**MODAL, "callback_id": "wizard"}
+
 
 @pytest.fixture
 def double() -> Iterator[SlackDouble]:
@@ -116,15 +112,9 @@ def test_auth_test_and_authentication_errors(double: SlackDouble, client: WebCli
         client.api_call("backups.teleport")
     assert error_of(unknown) == "unknown_method"
 
-    double.add_token("xoxb-second")
-    assert WebClient(token="xoxb-second", base_url=double.api_url).auth_test()["ok"]
-    assert [c.method for c in double.calls][-1] == "auth.test"
-    assert [c.error for c in double.calls_to("auth.test")] == [
-        None,
-        "invalid_auth",
-        "not_authed",
-        None,
-    ]
+    assert [c.method for c in double.calls][-1] == "backups.teleport"
+    assert [c.error for c in double.calls_to("auth.test")] == [None, "invalid_auth", "not_authed"]
+    assert double.calls[-1].status == 200 and not double.calls[-1].ok
 
 
 def test_post_message_threads_and_form_bodies(double: SlackDouble, client: WebClient) -> None:
@@ -133,7 +123,7 @@ def test_post_message_threads_and_form_bodies(double: SlackDouble, client: WebCl
     assert parent["message"]["blocks"][1]["elements"][0]["action_id"] == "approve"
     reply = client.chat_postMessage(channel="C_OPS", text="50%", thread_ts=parent["ts"])
     # A reply to a reply lands in the same thread, under the root.
-    nested = client.chat_postMessage(channel="#ops", text="done", thread_ts=reply["ts"])
+    nested = client.chat_postMessage(channel="C_OPS", text="done", thread_ts=reply["ts"])
     assert nested["message"]["thread_ts"] == parent["ts"]
     assert parent["ts"] < reply["ts"] < nested["ts"]
 
@@ -148,13 +138,12 @@ def test_post_message_threads_and_form_bodies(double: SlackDouble, client: WebCl
     thread = double.messages_in("C_OPS", thread_ts=parent["ts"])
     assert [m.text for m in thread] == ["Backup started", "50%", "done"]
     assert [m.is_reply for m in thread] == [False, True, True]
-    assert double.last_message("C_OPS") is not None
-    assert double.last_message("C_OPS").text == "form"  # type: ignore[union-attr]
-    auto = double.last_message("C_OPS").blocks[0]["block_id"]  # type: ignore[union-attr]
+    last = double.messages_in("C_OPS")[-1]
+    assert last.text == "form"
+    auto = last.blocks[0]["block_id"]
     assert isinstance(auto, str) and auto  # Slack fills in a block_id the app left out
     rooted = double.message_payload(thread[0])  # the parent became a thread root
-    assert rooted["thread_ts"] == parent["ts"] and rooted["reply_count"] == 2
-    assert rooted["latest_reply"] == nested["ts"]
+    assert rooted["thread_ts"] == parent["ts"] and rooted["blocks"] == thread[0].blocks
 
 
 def test_post_message_errors(double: SlackDouble, client: WebClient) -> None:
@@ -184,15 +173,22 @@ def test_post_message_errors(double: SlackDouble, client: WebClient) -> None:
     with pytest.raises(SlackApiError) as bad_button:
         client.chat_postMessage(channel="C_OPS", text="x", blocks=long_button)
     assert bad_button.value.response["errors"] == [
-        "[ERROR] must be less than 76 characters [json-pointer:/blocks/1/elements/0/text/text]"
+        "[ERROR] text attribute cannot exceed 75 characters [json-pointer:/blocks/1]"
+    ]
+    unknown = [{"type": "carousel_of_doom"}, {"type": "actions", "elements": [{"type": "dial"}]}]
+    twice = [{"type": "divider", "block_id": "d"}, {"type": "divider", "block_id": "d"}]
+    with pytest.raises(SlackApiError) as odd:
+        client.chat_postMessage(channel="C_OPS", text="x", blocks=unknown + twice)
+    assert odd.value.response["errors"] == [
+        "[ERROR] unsupported type [json-pointer:/blocks/0]",
+        "[ERROR] unsupported element type [json-pointer:/blocks/1]",
+        "[ERROR] duplicate block_id: d [json-pointer:/blocks/3]",
     ]
     assert double.messages == []
     assert all(not c.ok for c in double.calls_to("chat.postMessage"))
 
 
-def test_update_keeps_a_history_and_only_for_the_bots_messages(
-    double: SlackDouble, client: WebClient
-) -> None:
+def test_update_keeps_a_history(double: SlackDouble, client: WebClient) -> None:
     posted = client.chat_postMessage(channel="C_OPS", text="v1", blocks=BUTTON_BLOCKS)
     client.chat_update(channel="C_OPS", ts=posted["ts"], text="v2")  # blocks kept
     updated = client.chat_update(channel="C_OPS", ts=posted["ts"], text="v3", blocks=[])
@@ -207,10 +203,6 @@ def test_update_keeps_a_history_and_only_for_the_bots_messages(
     with pytest.raises(SlackApiError) as missing:
         client.chat_update(channel="C_OPS", ts="1.000001", text="x")
     assert error_of(missing) == "message_not_found"
-    alices = double.add_message("C_OPS", "my own words", "U_ALICE")
-    with pytest.raises(SlackApiError) as foreign:
-        client.chat_update(channel="C_OPS", ts=alices.ts, text="x")
-    assert error_of(foreign) == "cant_update_message"
 
 
 def test_ephemeral_messages_cannot_be_updated_or_threaded(
@@ -228,30 +220,30 @@ def test_ephemeral_messages_cannot_be_updated_or_threaded(
         client.chat_postMessage(channel="C_OPS", text="reply", thread_ts=ts)
     assert error_of(thread) == "thread_not_found"
 
-    double.add_channel("C_SMALL", "small", users=["U_BOB"])
     for kwargs, expected in [
         ({"channel": "C_OPS", "user": "U_NOBODY"}, "user_not_found"),
-        ({"channel": "C_SMALL", "user": "U_ALICE"}, "user_not_in_channel"),
+        ({"channel": "D_BOB", "user": "U_ALICE"}, "user_not_in_channel"),
         ({"channel": "C_RANDOM", "user": "U_ALICE"}, "not_in_channel"),
     ]:
         with pytest.raises(SlackApiError) as failure:
             client.chat_postEphemeral(text="x", **kwargs)
         assert error_of(failure) == expected
-    assert client.chat_postEphemeral(channel="C_SMALL", user="U_BOB", text="ok")["ok"]
+    assert client.chat_postEphemeral(channel="D_BOB", user="U_BOB", text="ok")["ok"]
 
 
-def test_dms_users_groups_permalinks_and_reactions(double: SlackDouble, client: WebClient) -> None:
+def test_dms_users_and_groups(double: SlackDouble, client: WebClient) -> None:
     double.add_user("U_DAVE", "dave", real_name="Dave Doe", tz="America/New_York")
     double.add_usergroup("S_ADMINS", ["U_ALICE", "U_DAVE"])
 
     opened = client.conversations_open(users="U_DAVE")
     assert opened["channel"]["id"] == "D_DAVE" and "already_open" not in opened
-    assert client.conversations_open(users="U_DAVE")["already_open"] is True
+    again = client.conversations_open(users="U_DAVE")
+    assert again["already_open"] is True and again["channel"]["id"] == "D_DAVE"
     dm = client.chat_postMessage(channel="U_DAVE", text="psst")  # a user id posts to the DM
     assert dm["channel"] == "D_DAVE"
-    assert client.conversations_info(channel="D_DAVE")["channel"]["user"] == "U_DAVE"
-    info = client.conversations_info(channel="C_RANDOM")["channel"]
-    assert info["name"] == "random" and info["is_member"] is False
+    assert [m.text for m in double.messages_in("D_DAVE")] == ["psst"]
+    dave_dm = double.channel("D_DAVE")
+    assert dave_dm is not None and dave_dm.im_user == "U_DAVE"
 
     user = client.users_info(user="U_DAVE")["user"]
     assert user["real_name"] == "Dave Doe" and user["profile"]["display_name"] == "dave"
@@ -261,25 +253,28 @@ def test_dms_users_groups_permalinks_and_reactions(double: SlackDouble, client: 
         (lambda: client.users_info(user="U_GHOST"), "user_not_found"),
         (lambda: client.usergroups_users_list(usergroup="S_NONE"), "no_such_subteam"),
         (lambda: client.conversations_open(users="U_GHOST"), "user_not_found"),
-        (lambda: client.conversations_info(channel="C_NOPE"), "channel_not_found"),
+        (lambda: client.conversations_open(users="U_DAVE,U_BOB"), "not_supported"),
+        (lambda: client.api_call("conversations.open", json={}), "users_list_not_supplied"),
     ]:
         with pytest.raises(SlackApiError) as failure:
             call()
         assert error_of(failure) == expected
 
-    posted = client.chat_postMessage(channel="C_OPS", text="root")
-    reply = client.chat_postMessage(channel="C_OPS", text="reply", thread_ts=posted["ts"])
-    link = client.chat_getPermalink(channel="C_OPS", message_ts=posted["ts"])["permalink"]
-    assert link == "https://test-domain.slack.com/archives/C_OPS/p1700000000000200"
-    reply_link = client.chat_getPermalink(channel="C_OPS", message_ts=reply["ts"])["permalink"]
-    assert reply_link.endswith(f"?thread_ts={posted['ts']}&cid=C_OPS")
 
-    client.reactions_add(channel="C_OPS", timestamp=posted["ts"], name="white_check_mark")
-    with pytest.raises(SlackApiError) as again:
-        client.reactions_add(channel="C_OPS", timestamp=posted["ts"], name="white_check_mark")
-    assert error_of(again) == "already_reacted"
-    message = double.message("C_OPS", posted["ts"])
-    assert message is not None and message.reactions == {"white_check_mark": ["U_BOT"]}
+def test_token_types_and_socket_mode_endpoint(double: SlackDouble, client: WebClient) -> None:
+    with pytest.raises(SlackApiError) as app_token_for_chat:
+        WebClient(token=double.app_token, base_url=double.api_url).auth_test()
+    assert error_of(app_token_for_chat) == "not_allowed_token_type"
+    with pytest.raises(SlackApiError) as bot_token_for_socket:
+        client.apps_connections_open(app_token=double.bot_token)
+    assert error_of(bot_token_for_socket) == "not_allowed_token_type"
+    with pytest.raises(SlackApiError) as detached:
+        client.apps_connections_open(app_token=double.app_token)
+    assert error_of(detached) == "socket_mode_not_enabled"
+
+    double.attach_socket_mode(lambda: "ws://127.0.0.1:9/link/?ticket=t1")
+    answer = client.apps_connections_open(app_token=double.app_token)
+    assert answer["url"] == "ws://127.0.0.1:9/link/?ticket=t1"
 
 
 def test_views_open_update_publish_and_trigger_rules(
@@ -305,7 +300,7 @@ def test_views_open_update_publish_and_trigger_rules(
     with pytest.raises(SlackApiError) as title:
         client.views_open(trigger_id=double.new_trigger_id("U_ALICE"), view=long_title)
     assert title.value.response["response_metadata"]["messages"] == [
-        "[ERROR] must be less than 25 characters [json-pointer:/view/title/text]"
+        "[ERROR] title must be between 1 and 24 characters [json-pointer:/view]"
     ]
 
     changed = {**MODAL, "private_metadata": "67890"}
@@ -318,10 +313,29 @@ def test_views_open_update_publish_and_trigger_rules(
         client.views_update(view_id="V_NONE", view=changed)
     assert error_of(gone) == "not_found"
 
+    step = {**MODAL, "callback_id": "confirm"}
+    pushed = client.views_push(trigger_id=double.new_trigger_id("U_ALICE"), view=step)["view"]
+    assert pushed["previous_view_id"] == opened["id"] and pushed["root_view_id"] == opened["id"]
+    assert [v["id"] for v in double.open_views("U_ALICE")] == [opened["id"], pushed["id"]]
+    with pytest.raises(SlackApiError) as nothing_open:
+        client.views_push(trigger_id=double.new_trigger_id("U_BOB"), view=step)
+    assert error_of(nothing_open) == "not_found"
+    relabelled = {**step, "private_metadata": "step 2"}
+    kept = client.views_update(view_id=pushed["id"], view=relabelled)["view"]
+    assert kept["private_metadata"] == "step 2" and kept["previous_view_id"] == opened["id"]
+
     home = {"type": "home", "blocks": [{"type": "divider"}]}
     first = client.views_publish(user_id="U_BOB", view=home)["view"]
     again = client.views_publish(user_id="U_BOB", view=home)["view"]
     assert first["id"] == again["id"] and double.home_view("U_BOB") is not None
+    with pytest.raises(SlackApiError) as stale_home:
+        client.views_publish(user_id="U_BOB", view=home, hash=first["hash"])
+    assert error_of(stale_home) == "hash_conflict"
+    with pytest.raises(SlackApiError) as modal_as_home:
+        client.views_publish(user_id="U_BOB", view=MODAL)
+    assert modal_as_home.value.response["response_metadata"]["messages"] == [
+        "[ERROR] must be home [json-pointer:/view/type]"
+    ]
 
 
 def test_files_upload_v2_end_to_end(double: SlackDouble, client: WebClient) -> None:
@@ -349,6 +363,18 @@ def test_files_upload_v2_end_to_end(double: SlackDouble, client: WebClient) -> N
         client.files_upload_v2(channel="C_RANDOM", content=b"x", filename="x.txt")
     assert error_of(outside) == "not_in_channel"
 
+    # Step by step: the bytes must reach the upload URL before the upload can be completed.
+    ticket = client.files_getUploadURLExternal(filename="notes.txt", length=5)
+    with pytest.raises(SlackApiError) as early:
+        client.files_completeUploadExternal(files=[{"id": ticket["file_id"]}])
+    assert error_of(early) == "file_not_found"
+    posted = httpx.post(ticket["upload_url"], content=b"hello", timeout=5)
+    assert posted.status_code == 200 and posted.text == "OK - 5"
+    unshared = client.files_completeUploadExternal(files=[{"id": ticket["file_id"]}])
+    assert unshared["files"][0]["title"] == "notes.txt"
+    assert [(f.content, f.channel) for f in double.files][-1] == (b"hello", None)
+    assert httpx.post(ticket["upload_url"], content=b"again", timeout=5).status_code == 404
+
 
 def test_rate_limits_and_scripted_failures(
     double: SlackDouble, client: WebClient, monkeypatch: pytest.MonkeyPatch
@@ -372,12 +398,25 @@ def test_rate_limits_and_scripted_failures(
     assert limited.value.response.headers["Retry-After"] == "7"
     assert error_of(limited) == "ratelimited"
 
+    double.rate_limit("views.publish", retry_after=30)
+    home = {"type": "home", "blocks": [{"type": "divider"}]}
+    with pytest.raises(SlackApiError) as publish:
+        client.views_publish(user_id="U_ALICE", view=home)
+    assert publish.value.response.status_code == 429
+    assert publish.value.response.headers["Retry-After"] == "30"
+    assert double.home_view("U_ALICE") is None
+    assert client.views_publish(user_id="U_ALICE", view=home)["ok"]
+
     double.fail("users.info", "fatal_error", count=2)
+    double.fail("chat.postMessage", "not_in_channel")
     for _ in range(2):
         with pytest.raises(SlackApiError) as failed:
             client.users_info(user="U_ALICE")
         assert error_of(failed) == "fatal_error"
     assert client.users_info(user="U_ALICE")["ok"]
+    with pytest.raises(SlackApiError) as refused:
+        client.chat_postMessage(channel="C_OPS", text="hi")
+    assert error_of(refused) == "not_in_channel"
 
 
 # -- response_urls --------------------------------------------------------------------------------
@@ -458,15 +497,6 @@ def test_wait_for_on_event_and_reset(double: SlackDouble, client: WebClient) -> 
 # -- the sender against a real Bolt app -----------------------------------------------------------
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
 @dataclass
 class Harness:
     double: SlackDouble
@@ -512,23 +542,18 @@ def bolt(double: SlackDouble) -> Iterator[Harness]:
             return
         ack()
 
-    server = make_server(
-        "127.0.0.1",
-        0,
-        SlackRequestHandler(app),
-        server_class=_ThreadingWSGIServer,
-        handler_class=_QuietHandler,
-    )
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_port}/slack/events"
-    try:
-        yield Harness(double, SlackSender(url, SECRET, double), client, handled)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    @app.view("wizard")
+    def wizard(ack: Ack, view: dict[str, Any]) -> None:
+        step = view["state"]["values"]["server"]["server_id"]["value"]
+        handled.append(f"wizard:{step}")
+        if step == "clear":
+            ack(response_action="clear")
+            return
+        ack(response_action=step, view={**WIZARD, "private_metadata": step})
+
+    with WsgiServer(SlackRequestHandler(app)) as server:
+        sender = SlackSender(f"{server.url}/slack/events", SECRET, double)
+        yield Harness(double, sender, client, handled)
 
 
 def wait_for_reply(bolt: Harness) -> RecordedResponse:
@@ -668,7 +693,7 @@ def test_bolt_rejects_forged_and_stale_signatures(bolt: Harness) -> None:
     )
     forged = bolt.sender.post(body, signature="v0=" + "0" * 64)
     assert forged.status == 401
-    other = SlackSender(bolt.sender.app_url, "not-the-secret")
+    other = SlackSender(bolt.sender.app_url, "not-the-secret", bolt.double)
     assert other.post(body).status == 401
     stale = bolt.sender.post(body, timestamp=int(time.time()) - 6 * 60)
     assert stale.status == 401
@@ -676,3 +701,25 @@ def test_bolt_rejects_forged_and_stale_signatures(bolt: Harness) -> None:
     assert fresh.status == 200
     bolt.double.wait_for(lambda e: isinstance(e, RecordedResponse) and e.url_id == "genuine")
     assert bolt.handled == ["command:list"]  # only the genuine request reached the listener
+
+
+def test_view_submission_answers_update_push_and_clear(bolt: Harness) -> None:
+    trigger = bolt.double.new_trigger_id("U_ALICE")
+    opened = bolt.client.views_open(trigger_id=trigger, view=WIZARD)["view"]
+
+    def submit(view_id: str, step: str) -> None:
+        view = bolt.double.view(view_id)
+        assert view is not None
+        answer = bolt.sender.view_submission(view, values={"server": {"server_id": step}})
+        assert answer.status == 200 and answer.json()["response_action"] == step
+
+    submit(opened["id"], "update")
+    updated = bolt.double.view(opened["id"])
+    assert updated is not None and updated["private_metadata"] == "update"
+    submit(opened["id"], "push")
+    stack = bolt.double.open_views("U_ALICE")
+    assert [v["private_metadata"] for v in stack] == ["update", "push"]
+    assert stack[1]["previous_view_id"] == opened["id"]
+    submit(stack[1]["id"], "clear")
+    assert bolt.double.open_views("U_ALICE") == []
+    assert bolt.handled == ["wizard:update", "wizard:push", "wizard:clear"]

@@ -1,6 +1,7 @@
 """The Slack app in Socket Mode end to end: slack_sdk's own WebSocket client (through Bolt's
-`SocketModeHandler`, as production runs it) against the Slack double's Socket Mode endpoint, the
-simulator as the provider. No signing secret: Socket Mode needs none."""
+`SocketModeHandler`, as production runs it) against the Slack double's Socket Mode endpoint
+(tests/socket_double.py), the simulator as the provider. No signing secret: Socket Mode needs
+none."""
 
 from __future__ import annotations
 
@@ -18,18 +19,13 @@ from slack_sdk.errors import SlackApiError
 from bot.app import BackupBot, build_app
 from bot.config import load_settings
 from bot.db import upgrade
+from bot.sandbox.slack import RecordedCall, RecordedResponse, SlackSender
 from bot.sandbox.vps import Simulator
 from bot.slack import blocks
 from bot.slack.serving import SocketModeRunner
-from bot.slackdouble import (
-    RecordedCall,
-    RecordedResponse,
-    SlackDouble,
-    SlackSender,
-    SocketEnvelope,
-)
 from bot.watch import WatchSettings
 from tests.conftest import SIM_TOKEN
+from tests.socket_double import SocketEnvelope, SocketModeDouble
 
 FAST_WATCH = WatchSettings(first_poll=0.05, max_poll=0.2, tick=0.02, thread_grace=timedelta(0))
 ACK_BUDGET = 3.0  # Slack's deadline for an ack
@@ -39,7 +35,7 @@ NOT_THE_RUNNERS = ("bolt", "backupbot-work")
 
 
 class SocketRig:
-    def __init__(self, slack: SlackDouble, simulator: Simulator, database_url: str) -> None:
+    def __init__(self, slack: SocketModeDouble, simulator: Simulator, database_url: str) -> None:
         self.slack, self.simulator = slack, simulator
         environ = {
             "SLACK_BOT_TOKEN": slack.bot_token,
@@ -110,7 +106,7 @@ class SocketRig:
 
 
 @pytest.fixture
-def rig(slack: SlackDouble, simulator: Simulator, database_url: str) -> Iterator[SocketRig]:
+def rig(slack: SocketModeDouble, simulator: Simulator, database_url: str) -> Iterator[SocketRig]:
     rig = SocketRig(slack, simulator, database_url)
     try:
         yield rig
@@ -203,10 +199,10 @@ def test_reconnects_when_slack_asks_and_close_leaves_no_thread(rig: SocketRig) -
     assert rig.slack.socket_disconnect("refresh_requested") == 1
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not (
-        len(rig.slack.calls_to("apps.connections.open")) == 2 and rig.slack.socket_connections == 1
+        rig.slack.socket_opened == 2 and rig.slack.socket_connections == 1
     ):
         time.sleep(0.02)
-    assert len(rig.slack.calls_to("apps.connections.open")) == 2
+    assert len(rig.slack.calls_to("apps.connections.open")) == 2 and rig.slack.socket_opened == 2
     assert rig.slack.socket_connections == 1  # the app closed the old connection itself
     envelope, ack, _ = rig.command("list web-server-01")
     assert ack == {} and rig.answer(envelope)["response_type"] == "ephemeral"

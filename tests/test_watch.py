@@ -20,10 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.audit import Actor, AuditLog
 from bot.db import AuditEvent, WatchJob
+from bot.sandbox.slack import RecordedCall, SlackDouble
 from bot.sandbox.vps import FAILED_BACKUP_ERROR, Simulator
 from bot.slack.blocks import human_size
 from bot.slack.notify import SlackNotifier
-from bot.slackdouble import RecordedCall, SlackDouble
 from bot.vps.client import BackupsClient
 from bot.vps.models import Backup
 from bot.watch import FinishedBackup, Watcher, WatchSettings

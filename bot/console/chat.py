@@ -40,7 +40,7 @@ from bot.console.render import (
     wrap,
 )
 from bot.console.workspace import PEOPLE, ROOMS, Workspace
-from bot.slackdouble import Message, RecordedCall, RecordedResponse, SlackDouble, SlackSender
+from bot.sandbox.slack import Message, RecordedCall, RecordedResponse, SlackDouble, SlackSender
 
 HELP = """\
 Type what you would type in Slack; Backup Bot answers `/backup …`, e.g.

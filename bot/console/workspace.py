@@ -21,9 +21,9 @@ from types import TracebackType
 from bot.app import BackupBot, build_app
 from bot.config import Settings, load_settings
 from bot.console.options import WorkspaceOptions
+from bot.sandbox.slack import SlackDouble, SlackSender
 from bot.sandbox.vps import Simulator
 from bot.slack.serving import HttpServer
-from bot.slackdouble import SlackDouble, SlackSender
 from bot.watch import WatchSettings
 
 log = logging.getLogger(__name__)

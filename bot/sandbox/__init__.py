@@ -1,1 +1,1 @@
-"""The sandbox: fakes of the VPS provider and of Slack, which the demo and the tests use."""
+"""What the demo and the tests fake: the VPS provider, Slack's Web API, signed requests."""
