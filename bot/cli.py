@@ -6,9 +6,11 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 from bot.ages import AgeError, parse_age
 from bot.config import ConfigError, Settings, load_settings
@@ -19,16 +21,25 @@ class _CommandFailed(Exception):
     """A command could not start for a reason a person can fix; the message says which."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose mistakes are one line (without the usage block before it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bot import console
     from bot.sandbox import vps
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="backupbot",
         description="Backup Bot: manage VPS backups from Slack.",
         epilog="Settings come from the environment and .env (see .env.example).",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     run = commands.add_parser(
         "run",
@@ -62,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="the audit log (audit verify, audit export)")
     audit_commands = audit.add_subparsers(
-        dest="audit_command", required=True, metavar="AUDIT_COMMAND"
+        dest="audit_command", required=True, metavar="AUDIT_COMMAND", parser_class=_Parser
     )
     audit_commands.add_parser(
         "verify",
@@ -75,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
 
     db = commands.add_parser("db", help="database maintenance (db upgrade)")
-    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    db_commands = db.add_subparsers(
+        dest="db_command", required=True, metavar="DB_COMMAND", parser_class=_Parser
+    )
     db_commands.add_parser("upgrade", help="run the database migrations up to the newest")
     return parser
 
@@ -116,6 +129,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from bot.slack.serving import HttpServer
 
     socket_mode = settings.socket_mode and not args.http
+    port = args.port if args.port is not None else settings.port
+    if not socket_mode:
+        _check_port(args.host, port)  # before anything starts, so the error stands alone
     try:
         bot = build_app(settings, socket_mode=socket_mode)
     except (SchemaOutOfDate, SlackUnavailable) as exc:
@@ -140,7 +156,6 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             logging.getLogger(__name__).info("Backup Bot running in Socket Mode")
             bot.run_socket_mode(stop)
         else:
-            port = args.port if args.port is not None else settings.port
             try:
                 server = bot.http_server(host=args.host, port=port)
             except OSError as exc:
@@ -204,6 +219,17 @@ def _db_upgrade(settings: Settings) -> int:
         raise _CommandFailed(f"cannot upgrade the database: {_db_reason(exc)}") from None
     print("database is up to date")
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    if port == 0:
+        return
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise _CommandFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _port(value: str) -> int:

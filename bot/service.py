@@ -69,12 +69,15 @@ class ProviderError(ServiceError):
         action: Action,
         *,
         server: ServerRef | None = None,
+        server_name: str | None = None,
         backup_id: int | None = None,
     ) -> None:
         super().__init__(error.message)
         self.error = error
         self.action = action
         self.server = server
+        # The server as the person named it, when it could not even be looked up.
+        self.server_name = server.name if server is not None else server_name
         self.backup_id = backup_id
         self.status_code = error.status_code
 
@@ -528,7 +531,7 @@ class BackupService:
             return self.resolve_server(server)
         except VpsError as exc:
             self._failed(actor, action, exc, parameters)
-            raise ProviderError(exc, action) from None
+            raise ProviderError(exc, action, server_name=str(server)) from None
         except ServiceError as exc:
             self.audit.record(
                 actor, action.value, Outcome.ERROR, parameters=parameters, detail=str(exc)

@@ -24,9 +24,9 @@ import pytest
 from sqlalchemy import select
 
 from bot.db import AuditEvent, WatchJob
-from bot.simulator import FAILED_BACKUP_ERROR, Simulator
+from bot.sandbox.slack import RecordedCall, RecordedResponse, Response, SlackDouble, SlackSender
+from bot.sandbox.vps import FAILED_BACKUP_ERROR, Simulator
 from bot.slack import blocks
-from bot.slackdouble import RecordedCall, RecordedResponse, Response, SlackDouble, SlackSender
 from bot.watch import WatchSettings
 from tests.test_slack_app import AppRig, text_of
 
@@ -574,7 +574,7 @@ def test_a_malformed_signed_payload_is_400_without_a_traceback(
     rig: Rig, caplog: pytest.LogCaptureFixture, case: str
 ) -> None:
     caplog.set_level(logging.INFO)
-    answer = rig.sender.post_form(MALFORMED[case])
+    answer = rig.sender.post(urlencode(MALFORMED[case]))
     assert answer.status == 400, (answer.status, answer.text)
     time.sleep(0.2)
     _no_errors_logged(caplog)
@@ -695,7 +695,7 @@ def test_one_odd_row_does_not_stop_the_watcher_replying_for_a_good_backup(rig: R
     done = {**sim.backup(created.id), "status": "completed", "size_mb": 512}  # type: ignore[dict-item]
     body = {"count": 3, "results": [*_odd_rows(sim, done), done]}
     sim.inject(method="GET", path="/backups/", status=200, body=body, count=200)
-    rig.bot.start_watcher()
+    rig.bot.start_workers()
     reply = rig.thread_reply(started.response["ts"])
     assert "completed" in reply.args["text"] and f"*{created.id}*" in text_of(reply.args)
 
@@ -743,7 +743,7 @@ def test_an_org_wide_install_is_audited_under_the_workspace_of_the_click(rig: Ri
         "response_url": rig.slack.response_url(channel_id="C_OPS", user_id="U_ALICE"),
         "trigger_id": rig.slack.new_trigger_id("U_ALICE"),
     }
-    assert rig.sender.post_form(fields).status == 200
+    assert rig.sender.post(urlencode(fields)).status == 200
     [by_command] = rig.audit("list", "ok")
     help_body = rig.command("help").json()
     payload = {
@@ -765,7 +765,7 @@ def test_an_org_wide_install_is_audited_under_the_workspace_of_the_click(rig: Ri
         "response_url": rig.slack.response_url(channel_id="C_OPS", user_id="U_ALICE"),
         "actions": [SlackSender.action_for(help_body["blocks"], f"{blocks.HELP_LIST}_all")],
     }
-    assert rig.sender.post_payload(payload).status == 200
+    assert rig.sender.deliver("interactive", payload).status == 200
     assert wait_until(lambda: len(rig.rows("list")) == 2)
     by_click = rig.rows("list")[-1]
     assert by_click.actor_team_id == "T111" == by_command.actor_team_id
@@ -780,7 +780,7 @@ def test_audit_export_neutralises_cells_a_spreadsheet_would_run(
     rig: Rig, database_url: str, tmp_path: Path
 ) -> None:
     for index, name in enumerate(FORMULA_NAMES):
-        rig.slack.add_user(f"U_CSV{index}", f"csv{index}", display_name=name)
+        rig.slack.add_user(f"U_CSV{index}", name)
         rig.run("list 12345", user_id=f"U_CSV{index}")
     assert wait_until(lambda: len(rig.rows("list")) == len(FORMULA_NAMES))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VPS_", "SLACK_", "BACKUP_"))}
@@ -834,7 +834,7 @@ def test_a_list_asked_for_without_a_response_url_comes_privately(
         ],
     }
     start = time.monotonic()
-    answer = rig.sender.post_payload(payload)
+    answer = rig.sender.deliver("interactive", payload)
     assert answer.status == 200 and time.monotonic() - start < ACK_LIMIT
     call = rig.slack.wait_for(
         lambda e: isinstance(e, RecordedCall) and e.method == "chat.postEphemeral"
@@ -856,7 +856,7 @@ def test_a_backup_seen_running_then_done_says_between_which_durations(rig: Rig) 
     rig.bot.watcher.settings = WatchSettings(
         first_poll=0.05, max_poll=1.5, backoff=100, tick=0.02, thread_grace=timedelta(0)
     )
-    rig.bot.start_watcher()
+    rig.bot.start_workers()
     rig.command('create web-server-01 "timed"')
     started = rig.started("timed")
     [created] = rig.backups_described("timed")
@@ -871,7 +871,7 @@ def test_a_backup_never_seen_running_says_within_how_long(rig: Rig) -> None:
     rig.bot.watcher.settings = WatchSettings(
         first_poll=0.8, max_poll=0.8, tick=0.02, thread_grace=timedelta(0)
     )
-    rig.bot.start_watcher()
+    rig.bot.start_workers()
     rig.command('create web-server-01 "quick"')
     started = rig.started("quick")
     [created] = rig.backups_described("quick")
@@ -927,7 +927,7 @@ def test_a_backup_already_completed_on_create_is_not_promised_a_thread_reply(rig
 
 
 def test_a_failed_backup_says_failed_once(rig: Rig) -> None:
-    rig.bot.start_watcher()
+    rig.bot.start_workers()
     rig.command('create web-server-01 "doomed"')
     started = rig.started("doomed")
     [created] = rig.backups_described("doomed")
@@ -1026,7 +1026,7 @@ def test_every_message_the_app_posted_reads_well(make_rig: Callable[..., Rig]) -
     """No double spaces anywhere; every notice starts with an emoji or a capital letter. Checks
     what this test makes the app say, and everything it posted in this module's tests before."""
     rig = make_rig(BACKUP_AUDITORS="U_CAROL", VPS_TIMEOUT_SECONDS="1")
-    rig.bot.start_watcher()
+    rig.bot.start_workers()
     for text, user in (
         ("help", "U_ALICE"),
         ("lst", "U_ALICE"),

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.simulator import Simulator
-from bot.slackdouble import SlackDouble
+from bot.sandbox.slack import SlackDouble
+from bot.sandbox.vps import Simulator
 from tests.conftest import SIM_TOKEN
 
 UNREACHABLE_PG = "postgresql+psycopg://postgres@127.0.0.1:1/x"

@@ -506,24 +506,21 @@ def audit_trail(rows: Sequence[AuditEntry], filters: str) -> dict[str, Any]:
     if not rows:
         blocks.append(SectionBlock(text=MarkdownTextObject(text="No rows match.")))
     for row in rows:
-        subject = []
+        what = [f"{_AUDIT_ICON.get(row.outcome, '•')} *{escape(row.action)}*"]
         if row.server_id is not None:
-            subject.append(f"server `{row.server_id}`")
+            what.append(f"server `{row.server_id}`")
         if row.backup_id is not None:
-            subject.append(f"backup `{row.backup_id}`")
+            what.append(f"backup `{row.backup_id}`")
+        if row.approval_id is not None:
+            what.append(f"approval #{row.approval_id}")
+        what.append(f"by <@{row.actor_user_id}>")
+        if row.channel_id:
+            what.append(f"in <#{row.channel_id}>")
         status = f" · provider {row.provider_status}" if row.provider_status else ""
         detail = f"\n_{escape(row.detail[:300])}_" if row.detail else ""
-        where = f" in <#{row.channel_id}>" if row.channel_id else ""
-        blocks.append(
-            SectionBlock(
-                text=MarkdownTextObject(
-                    text=f"{_AUDIT_ICON.get(row.outcome, '•')} *{escape(row.action)}* "
-                    f"{' '.join(subject)} by <@{row.actor_user_id}>{where} · "
-                    f"{slack_date(row.occurred_at)} · {row.outcome}{status}{detail}"
-                )
-            )
-        )
-    return as_message(f"Audit log: {len(rows)} rows", blocks)
+        line = f"{' '.join(what)} · {slack_date(row.occurred_at)} · {row.outcome}{status}{detail}"
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=line)))
+    return as_message(f"Audit log: {count_of(len(rows), 'row')}", blocks)
 
 
 # -- notes -----------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def error_notice(error: ServiceError) -> dict[str, Any]:
         backup = error.backup
         text = (
             f"Backup {backup.id} of {escape(backup.server.name)} is still "
-            f"{escape(backup.status)}: it can be deleted once it has finished."
+            f"{escape(backup.status.replace('_', ' '))}: it can be deleted once it has finished."
         )
     elif isinstance(error, ProviderError):
         text = _provider_error(error)
@@ -119,17 +119,17 @@ def error_notice(error: ServiceError) -> dict[str, Any]:
 def _provider_error(error: ProviderError) -> str:
     """What the person asked for, then why the provider did not do it."""
     reason = escape(error.error.message)
-    server = error.server
+    server, name = error.server, escape(error.server_name or "")
     if isinstance(error.error, OutcomeUnknown):
         if server is None:
             return reason
         return f"{reason} `{COMMAND_NAME} list {server.id}` shows them."
-    if error.action is Action.CREATE and server is not None:
-        asked = f"Could not create a backup of {escape(server.name)}"
+    if error.action is Action.CREATE and name:
+        asked = f"Could not create a backup of {name}"
     elif error.action is Action.DELETE and error.backup_id is not None:
         asked = f"Could not delete backup {error.backup_id}"
-    elif error.action is Action.LIST and server is not None:
-        asked = f"Could not list the backups of {escape(server.name)}"
+    elif error.action is Action.LIST and name:
+        asked = f"Could not list the backups of {name}"
     else:
         asked = f"Could not {_ASKED.get(error.action, 'do that')}"
     return f"{asked}. {reason}"

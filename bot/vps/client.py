@@ -213,7 +213,7 @@ class BackupsClient:
                 continue
             except _AMBIGUOUS as exc:
                 self._log_failure("POST", "backups/", exc)
-                return self._confirm_create(server_id, description, known, _describe(exc))
+                return self._confirm_create(server_id, description, known, _describe(exc), None)
             self._log_response(response)
             status = response.status_code
             if response.is_success:
@@ -221,12 +221,13 @@ class BackupsClient:
                     return parse_backup(self._json(response))
                 except UnexpectedResponse:
                     cause = f"{_status_line(response)} with a body that is not a backup"
-                    return self._confirm_create(server_id, description, known, cause)
+                    return self._confirm_create(server_id, description, known, cause, status)
             if status in _NOT_PROCESSED_STATUSES:
                 attempt = self._retry_or_raise(attempt, response, what)
                 continue
             if status >= 500:
-                return self._confirm_create(server_id, description, known, _status_line(response))
+                cause = _status_line(response)
+                return self._confirm_create(server_id, description, known, cause, status)
             self._raise_for(response, kind="server", subject=f"Server {server_id}")
 
     def delete_backup(self, backup_id: int) -> DeleteOutcome:
@@ -409,18 +410,30 @@ class BackupsClient:
         raise cls(self._redact(message), status_code=status, retry_after=retry_after)
 
     def _confirm_create(
-        self, server_id: int, description: str | None, known: set[int], cause: str
+        self,
+        server_id: int,
+        description: str | None,
+        known: set[int],
+        cause: str,
+        status: int | None,
     ) -> Backup:
         """After a POST that may have created a backup, find it by listing for a short window.
 
-        Ours is a new manual backup with our description; never a second POST. The window has a
-        budget of its own, so a POST that used up the caller's budget is still looked for.
+        Ours is a new manual backup with our description; never a second POST. Someone waiting
+        (a time budget) gets what is left of it and a second more, so a POST that used it all up
+        is still looked for once; the background (no budget) looks for the whole window.
         """
         window = self.reconcile_attempts * (self.reconcile_delay + (self._timeout.read or 10.0))
+        deadline = _deadline.get()
+        if deadline is not None:
+            window = min(window, max(0.0, deadline - time.monotonic()) + 1.0)
+        end = time.monotonic() + window
         with self.budget(window):
             others: list[Backup] = []
             for attempt in range(self.reconcile_attempts):
                 if attempt:
+                    if time.monotonic() + self.reconcile_delay > end:
+                        break
                     self._sleep(self.reconcile_delay)
                 try:
                     listing = self.list_backups(server_id=server_id)
@@ -429,7 +442,7 @@ class BackupsClient:
                         f"The provider did not confirm the new backup of server {server_id} "
                         f"({cause}), and listing its backups to check failed too "
                         f"({exc.message}). Check its backups before trying again.",
-                        status_code=exc.status_code,
+                        status_code=status or exc.status_code,
                     ) from None
                 new = [b for b in listing.backups if b.id not in known and b.is_manual]
                 ours = [b for b in new if b.description == (description or "")]
@@ -448,7 +461,8 @@ class BackupsClient:
                     raise OutcomeUnknown(
                         f"The provider did not confirm the new backup of server {server_id} "
                         f"({cause}), and several backups like it appeared ({ids}). Check which "
-                        "one is yours before trying again."
+                        "one is yours before trying again.",
+                        status_code=status,
                     )
         elsewhere = (
             f" (new backups from elsewhere: {', '.join(str(b.id) for b in others)})"
@@ -458,7 +472,8 @@ class BackupsClient:
         raise OutcomeUnknown(
             f"The provider did not confirm the new backup of server {server_id} ({cause}), "
             f"and none has appeared yet{elsewhere}. It may still appear: check its backups in "
-            "a minute before trying again."
+            "a minute before trying again.",
+            status_code=status,
         )
 
     def _raise_for(self, response: httpx.Response, *, kind: str, subject: str) -> NoReturn:
@@ -466,7 +481,7 @@ class BackupsClient:
         detail = self._redact(_detail_of(response))
         # The status line and the provider's own words, without saying the same thing twice.
         answered = _status_line(response)
-        if detail != answered:
+        if detail.casefold() not in answered.casefold():
             answered += f": {detail}"
         if status in (401, 403):
             raise AuthenticationFailed(

@@ -74,19 +74,22 @@ class SlackSender:
         content_type: str = "application/x-www-form-urlencoded",
         timestamp: int | str | None = None,
         signature: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Response:
-        """POST `body` signed with the secret (or with the `signature`/`timestamp` given)."""
+        """POST `body` signed with the secret (or with the `signature`/`timestamp` given);
+        `headers` adds Slack's others, such as `X-Slack-Retry-Num` on a retried event."""
         raw = body.encode() if isinstance(body, str) else body
         stamp = str(int(time.time()) if timestamp is None else timestamp)
-        headers = {
+        sent = {
             "Content-Type": content_type,
             "X-Slack-Request-Timestamp": stamp,
             "X-Slack-Signature": signature
             or self._verifier.generate_signature(timestamp=stamp, body=raw),
             "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
+            **(headers or {}),
         }
         answer = httpx.post(
-            self.app_url, content=raw, headers=headers, timeout=self.timeout, trust_env=False
+            self.app_url, content=raw, headers=sent, timeout=self.timeout, trust_env=False
         )
         return Response(answer.status_code, dict(answer.headers), answer.text)
 
