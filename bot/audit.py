@@ -191,6 +191,7 @@ class AuditLog:
         server_id: int | None = None,
         action: str | None = None,
         since: datetime | None = None,
+        approval_id: int | None = None,
     ) -> list[AuditEntry]:
         """Newest first. `action` matches itself and its sub-actions (delete → delete.request)."""
         query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
@@ -204,6 +205,8 @@ class AuditLog:
             )
         if since is not None:
             query = query.where(AuditEvent.occurred_at >= since)
+        if approval_id is not None:
+            query = query.where(AuditEvent.approval_id == approval_id)
         with self._sessions() as session:
             return [AuditEntry.of(event) for event in session.scalars(query)]
 

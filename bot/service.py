@@ -177,6 +177,7 @@ class AuditQuery:
     server: int | str | None = None
     action: str | None = None
     since: timedelta | None = None
+    approval_id: int | None = None
 
 
 @dataclass
@@ -493,6 +494,7 @@ class BackupService:
             "server": query.server,
             "action_filter": query.action,
             "since_seconds": query.since.total_seconds() if query.since else None,
+            "approval": query.approval_id,
         }
         self.authorize(actor, Action.AUDIT, **parameters)
         server_id = None
@@ -504,6 +506,7 @@ class BackupService:
             server_id=server_id,
             action=query.action,
             since=datetime.now(UTC) - query.since if query.since else None,
+            approval_id=query.approval_id,
         )
         self.audit.record(
             actor,

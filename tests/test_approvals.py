@@ -376,3 +376,47 @@ def test_nothing_else_happens_on_a_request(rig: ApprovalRig) -> None:
     rig.request(rig.backup())
     new = [c.method for c in rig.slack.calls[calls_before:] if isinstance(c, RecordedCall)]
     assert "views.open" not in new and rig.restore_calls() == []
+
+
+def test_the_audit_log_tells_the_whole_story_of_one_restore(
+    make_rig: Callable[..., ApprovalRig],
+) -> None:
+    rig = make_rig(RESTORE_SAFETY_BACKUP="false", BACKUP_AUDITORS="U_CAROL")
+    rig.run("list")  # another story, which the filter leaves out
+    rig.approve(rig.request(rig.backup(), reason="rollback"))
+    approval_id = rig.wait_state("done").id
+    story = rig.run(f"audit approval:{approval_id}", user_id="U_CAROL")
+    rows = [b["text"]["text"] for b in story["blocks"] if b["type"] == "section"]
+    assert rows and all(f"approval #{approval_id}" in row for row in rows)
+    actions = " ".join(rows)
+    assert "*restore.request*" in actions and "<@U_ALICE>" in actions
+    assert "*approve*" in actions and "<@U_BOB>" in actions
+    assert "*restore* " in actions and "*list*" not in actions
+
+
+def test_app_home_shows_an_approver_what_waits_for_them(rig: ApprovalRig) -> None:
+    rig.request(rig.backup())
+
+    def home_of(user_id: str) -> dict[str, Any]:
+        before = len(rig.slack.calls_to("views.publish"))
+        event = {
+            "type": "event_callback",
+            "team_id": "T111",
+            "api_app_id": "A111",
+            "event_id": f"Ev{user_id}{time.monotonic_ns()}",
+            "event_time": int(time.time()),
+            "event": {"type": "app_home_opened", "user": user_id, "tab": "home"},
+        }
+        assert rig.sender.post(json.dumps(event), "application/json").status == 200
+        deadline = time.monotonic() + 5
+        while len(rig.slack.calls_to("views.publish")) == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        view = rig.slack.calls_to("views.publish")[-1].args["view"]
+        return view if isinstance(view, dict) else json.loads(view)
+
+    bobs = home_of("U_BOB")
+    assert "Waiting for your approval" in text_of(bobs)
+    action = rig.sender.action_for(bobs["blocks"], approval_blocks.APPROVE)
+    assert action["value"] == str(rig.approval().id)
+    alices = home_of("U_ALICE")  # the requester: nothing to decide
+    assert "Waiting for your approval" not in text_of(alices) and "restore" in text_of(alices)

@@ -122,6 +122,31 @@ def test_list_is_private_newest_first_with_sizes_and_pages(
     assert "changed since" in stale
 
 
+# -- restore with approvals ------------------------------------------------------------------------
+
+
+def test_a_restore_is_asked_approved_in_the_form_and_accepted(
+    console: Console, world: Workspace
+) -> None:
+    completed = [b for b in backups(world, 12346) if b["status"] == "completed"]
+    target = completed[-1]["id"]
+    asked = play(console, f"/backup restore {target} bad migration")
+    assert "Asked for approval" in asked and "Restore db-server-01?" in asked
+    assert "will be lost" in asked and "Reason: bad migration" in asked
+    refused = play(console, "/click Approve")  # alice asked, and is no approver anyway
+    assert "approver role" in refused
+    form = play(console, "/as bob\n/click Approve")
+    assert "Form “Approve restore” opened" in form and "Type db-server-01" in form
+    wrong = play(console, "db-server-02")
+    assert "not the server's name" in wrong
+    play(console, "db-server-01")
+    done = play(console, "/wait 20 accepted the restore")
+    assert console.failures == []
+    assert "Safety backup" in done
+    assert [r["backup_id"] for r in sim(world).restores][-1:] == [target]
+    play(console, "/as alice")
+
+
 # -- create and the thread reply ------------------------------------------------------------------
 
 

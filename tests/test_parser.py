@@ -32,7 +32,7 @@ LIST_USAGE = "/backup list [SERVER] [manual|automatic] [public]"
 CREATE_USAGE = "/backup create SERVER [description…]"
 DELETE_USAGE = "/backup delete BACKUP_ID"
 RESTORE_USAGE = "/backup restore BACKUP_ID [reason…]"
-AUDIT_USAGE = "/backup audit [@user] [server:SERVER] [action:ACTION] [since:7d]"
+AUDIT_USAGE = "/backup audit [@user] [server:SERVER] [action:ACTION] [approval:N] [since:7d]"
 EXPORT_USAGE = "/backup audit export"
 
 
@@ -151,6 +151,8 @@ def parse_error(text: str) -> ParseError:
             AuditCommand(server=ServerSpec(name="db1.example.com")),
         ),
         ("audit action:restore", AuditCommand(action="restore")),
+        ("audit approval:7", AuditCommand(approval_id=7)),
+        ("audit approval:#12 action:approve", AuditCommand(action="approve", approval_id=12)),
         ("audit action:Delete", AuditCommand(action="delete")),
         ("audit action: approve", AuditCommand(action="approve")),
         ("audit since:30m", AuditCommand(since=timedelta(minutes=30))),
@@ -377,6 +379,7 @@ def test_usage_for(subcommand: str, expected: str) -> None:
         ("audit action:deploy", ["`deploy` is not an audit action", "approve"], AUDIT_USAGE),
         ("audit action:delet", ["`delet` is not an audit action", "`delete`?"], AUDIT_USAGE),
         ("audit action:<@U1|bob>", ["`action:` needs an action name, not a mention"], AUDIT_USAGE),
+        ("audit approval:seven", ["`approval:` needs an approval number"], AUDIT_USAGE),
         ("audit since:7", ["`since:` takes a number and a unit", "`7` is not one"], AUDIT_USAGE),
         ("audit since:d", ["`since:` takes a number and a unit", "`d` is not one"], AUDIT_USAGE),
         ("audit since:week", ["`since:` takes a number and a unit"], AUDIT_USAGE),

@@ -32,7 +32,7 @@ _USAGE_LINES: dict[str, tuple[str, ...]] = {
     "delete": (f"{COMMAND_NAME} delete BACKUP_ID",),
     "restore": (f"{COMMAND_NAME} restore BACKUP_ID [reason…]",),
     "audit": (
-        f"{COMMAND_NAME} audit [@user] [server:SERVER] [action:ACTION] [since:7d]",
+        f"{COMMAND_NAME} audit [@user] [server:SERVER] [action:ACTION] [approval:N] [since:7d]",
         f"{COMMAND_NAME} audit export",
     ),
 }
@@ -124,12 +124,13 @@ class RestoreCommand:
 
 @dataclass(frozen=True)
 class AuditCommand:
-    """`/backup audit [@user] [server:X] [action:Y] [since:7d]`; `None` means "any"."""
+    """`/backup audit [@user] [server:X] [action:Y] [approval:N] [since:7d]`; None is "any"."""
 
     user_id: str | None = None
     server: ServerSpec | None = None
     action: str | None = None
     since: timedelta | None = None
+    approval_id: int | None = None  # the whole story of one restore
 
 
 @dataclass(frozen=True)
@@ -535,8 +536,8 @@ def _parse_restore(scanner: _Scanner) -> Command:
     return RestoreCommand(backup_id=backup_id, reason=_description(scanner.remainder()))
 
 
-_AUDIT_FILTERS = ("server", "action", "since")
-_AUDIT_FILTER_LIST = "@user, `server:`, `action:` and `since:`"
+_AUDIT_FILTERS = ("server", "action", "approval", "since")
+_AUDIT_FILTER_LIST = "@user, `server:`, `action:`, `approval:` and `since:`"
 _FILTER = re.compile(r"([A-Za-z][A-Za-z_-]*):(.*)", re.DOTALL)
 _PERSON_WORDS = ("user", "by", "who", "person", "actor")
 
@@ -589,6 +590,7 @@ def _parse_audit(scanner: _Scanner) -> Command:
     server: ServerSpec | None = None
     action: str | None = None
     since: timedelta | None = None
+    approval_id: int | None = None
     index = 0
     while index < len(tokens):
         token = tokens[index]
@@ -637,6 +639,10 @@ def _parse_audit(scanner: _Scanner) -> Command:
             server = _server_spec(value, "audit", "`server:`")
         elif name == "action":
             action = _audit_action(value)
+        elif name == "approval":
+            approval_id = positive_id(value.text.removeprefix("#"))
+            if value.kind != "word" or approval_id is None:
+                _fail("`approval:` needs an approval number, like `approval:7`.", "audit")
         else:
             if value.kind != "word":
                 _fail(f"`since:` needs a time like `7d`, not {_describe(value)}.", "audit")
@@ -646,10 +652,16 @@ def _parse_audit(scanner: _Scanner) -> Command:
         server=server,
         action=action,
         since=since,
+        approval_id=approval_id,
     )
 
 
-_EXAMPLES = {"server": "server:web-01", "action": "action:restore", "since": "since:7d"}
+_EXAMPLES = {
+    "server": "server:web-01",
+    "action": "action:restore",
+    "approval": "approval:7",
+    "since": "since:7d",
+}
 
 
 def _audit_action(token: _Token) -> str:

@@ -55,7 +55,7 @@ def offer_delete(edge: SlackEdge, actor: Actor, respond: Responder, backup_id: i
 
 def show_audit(edge: SlackEdge, actor: Actor, respond: Responder, parsed: AuditCommand) -> None:
     server = parsed.server.argument if parsed.server else None
-    query = AuditQuery(parsed.user_id, server, parsed.action, parsed.since)
+    query = AuditQuery(parsed.user_id, server, parsed.action, parsed.since, parsed.approval_id)
     rows = edge.service.audit_trail(actor, query)
     filters = " · ".join(
         part
@@ -63,6 +63,7 @@ def show_audit(edge: SlackEdge, actor: Actor, respond: Responder, parsed: AuditC
             f"by <@{parsed.user_id}>" if parsed.user_id else "",
             f"server {parsed.server}" if parsed.server else "",
             f"action {parsed.action}" if parsed.action else "",
+            f"approval #{parsed.approval_id}" if parsed.approval_id else "",
             f"since {format_age(parsed.since)} ago" if parsed.since else "",
         )
         if part
