@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -63,8 +63,8 @@ class ApprovalSettings:
 # -- facts ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Approver:
+# One approver's yes, and when it was given.
+class Approver(NamedTuple):
     user_id: str
     name: str
     at: datetime
@@ -515,15 +515,8 @@ class RestoreApprovals:
         raise Denied(decision)
 
     def _refuse(self, actor: Actor, action: str, approval: ApprovalFacts, why: str) -> None:
-        self._audit.record(
-            actor,
-            action,
-            Outcome.DENIED,
-            server_id=approval.server.id,
-            backup_id=approval.backup_id,
-            detail=why,
-            approval_id=approval.id,
-        )
+        server_id, backup_id = approval.server.id, approval.backup_id
+        self._record(actor, action, Outcome.DENIED, server_id, backup_id, why, approval.id)
         raise NotDecidable(approval, why)
 
     def _record(

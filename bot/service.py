@@ -165,6 +165,8 @@ class CreateResult:
 
 @dataclass(frozen=True)
 class DeleteResult:
+    """What a delete did; the backup may have gone before we asked (expired, deleted)."""
+
     backup_id: int
     outcome: DeleteOutcome | None  # None: it was already gone before we asked
 
@@ -237,14 +239,9 @@ class BackupService:
         if server is not None:
             parameters = {"server": server, **parameters}
         self.audit.record(
-            actor,
-            action.value,
-            Outcome.DENIED,
-            server_id=server_id,
-            backup_id=backup_id,
-            parameters=parameters,
-            detail=decision.reason,
-        )
+            actor, action.value, Outcome.DENIED, server_id=server_id, backup_id=backup_id,
+            parameters=parameters, detail=decision.reason,
+        )  # fmt: skip
         raise Denied(decision)
 
     def _server_of(self, server: int | str | None, backup_id: int | None) -> int | None:

@@ -29,9 +29,9 @@ from bot.config import load_settings
 from bot.console import ConsoleOptions, WorkspaceOptions, run
 from bot.console.chat import Console, Terminal, _action_as_drawn
 from bot.console.render import Choice, Names, Style, display_width, format_date, mrkdwn, wrap
-from bot.console.workspace import Workspace
 from bot.sandbox.slack import Event, RecordedCall, RecordedResponse, SlackSender
 from bot.sandbox.vps import Simulator
+from bot.sandbox.workspace import Workspace
 from bot.slack.blocks import PAGE_SIZE, human_size
 from bot.watch import WatchSettings
 
@@ -528,7 +528,7 @@ def _normalized(events: list[Event], new: list[dict[str, Any]]) -> list[tuple[st
             return posted.get(str(value), "<a message from before the run>")
         if isinstance(value, str):
             value = re.sub(r"<!date\^\d+\^", "<!date^EPOCH^", value)
-            value = re.sub(r"\babout \d+ s\b", "about N s", value)
+            value = re.sub(r"\b(within|in between \d+ s and|in) \d+ s\b", "in N s", value)
             for backup in new:
                 value = re.sub(rf"\b{backup['id']}\b", "NEW", value)
                 value = value.replace(human_size(backup["size_mb"]), "SIZE")

@@ -22,21 +22,18 @@ import pytest
 
 from bot.config import Secret
 from bot.sandbox.vps import FaultConfig, Simulator
-from bot.vps import (
+from bot.vps.client import BackupsClient
+from bot.vps.errors import (
     AuthenticationFailed,
-    Backup,
-    BackupsClient,
-    DeleteOutcome,
     NotFound,
     OutcomeUnknown,
-    Phase,
     ProviderUnavailable,
     Rejected,
-    RestoreAccepted,
     ServerBusy,
     UnexpectedResponse,
     VpsError,
 )
+from bot.vps.models import Backup, DeleteOutcome, Phase, RestoreAccepted
 
 TOKEN = "vps-client-test-token-8d41e7c2"
 WRONG_TOKEN = "wrong-token-for-the-client-55aa"

@@ -1,7 +1,7 @@
 """`backupbot console` and `backupbot demo`: the whole bot in a terminal, no Slack workspace needed.
 
 Like Hubot's shell adapter or Errbot's text backend, but driving the very Bolt app production
-runs: see `bot.console.workspace` for the world it runs in and `bot.console.chat` for the chat.
+runs: see `bot.sandbox.workspace` for the world it runs in and `bot.console.chat` for the chat.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def run(
     signal's number after SIGTERM or SIGHUP."""
     from bot.console.chat import Console, Terminal
     from bot.console.render import Style
-    from bot.console.workspace import Workspace
+    from bot.sandbox.workspace import Workspace
 
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout

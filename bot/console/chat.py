@@ -39,8 +39,8 @@ from bot.console.render import (
     stand_ins_for,
     wrap,
 )
-from bot.console.workspace import PEOPLE, ROOMS, Workspace
 from bot.sandbox.slack import Message, RecordedCall, RecordedResponse, SlackDouble, SlackSender
+from bot.sandbox.workspace import PEOPLE, ROOMS, Workspace
 
 HELP = """\
 Type what you would type in Slack; Backup Bot answers `/backup …`, e.g.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -54,25 +55,27 @@ class SlackApprovalBoard:
             log.info("approval %s: no note in %s (%s)", approval.id, approval.channel_id, exc)
 
     def update_card(self, approval: ApprovalFacts) -> None:
-        if not (approval.card_channel_id and approval.card_ts):
-            return
-        try:
-            self._client.chat_update(
-                channel=approval.card_channel_id,
-                ts=approval.card_ts,
-                **approval_blocks.approval_card(approval, self._clock()),
-            )
-        except (SlackClientError, OSError) as exc:
-            log.warning("approval %s: card not updated (%s)", approval.id, slack_error(exc))
+        card = approval_blocks.approval_card(approval, self._clock())
+        self._at_card(approval, "card not updated", self._client.chat_update, ts=True, **card)
 
     def tell_thread(self, approval: ApprovalFacts, step: Step) -> None:
+        reply = approval_blocks.step_message(approval, step)
+        self._at_card(approval, "thread not told", self._client.chat_postMessage, **reply)
+
+    def _at_card(
+        self,
+        approval: ApprovalFacts,
+        failure: str,
+        method: Callable[..., Any],
+        ts: bool = False,
+        **message: Any,
+    ) -> None:
+        """`chat.update` of the card (`ts`), or a `chat.postMessage` in its thread. A card that
+        lags behind is logged, not retried: the step itself is recorded already."""
         if not (approval.card_channel_id and approval.card_ts):
             return
+        where = {"ts": approval.card_ts} if ts else {"thread_ts": approval.card_ts}
         try:
-            self._client.chat_postMessage(
-                channel=approval.card_channel_id,
-                thread_ts=approval.card_ts,
-                **approval_blocks.step_message(approval, step),
-            )
+            method(channel=approval.card_channel_id, **where, **message)
         except (SlackClientError, OSError) as exc:
-            log.warning("approval %s: thread not told (%s)", approval.id, slack_error(exc))
+            log.warning("approval %s: %s (%s)", approval.id, failure, slack_error(exc))

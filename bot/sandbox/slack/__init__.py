@@ -7,32 +7,15 @@ only the project's own dependencies, so the terminal console (`backupbot demo`) 
 """
 
 from bot.sandbox.slack.sender import Response, SlackSender
-from bot.sandbox.slack.state import (
-    DEFAULT_APP_TOKEN,
-    DEFAULT_BOT_TOKEN,
-    Channel,
-    Event,
-    Message,
-    MessageEdit,
-    RecordedCall,
-    RecordedResponse,
-    UploadedFile,
-    User,
-)
+from bot.sandbox.slack.state import Event, Message, RecordedCall, RecordedResponse
 from bot.sandbox.slack.wsgi import SlackDouble
 
 __all__ = [
-    "DEFAULT_APP_TOKEN",
-    "DEFAULT_BOT_TOKEN",
-    "Channel",
     "Event",
     "Message",
-    "MessageEdit",
     "RecordedCall",
     "RecordedResponse",
     "Response",
     "SlackDouble",
     "SlackSender",
-    "UploadedFile",
-    "User",
 ]

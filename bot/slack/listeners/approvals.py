@@ -38,9 +38,8 @@ def _approve_clicked(edge: SlackEdge) -> Any:
         ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
     ) -> None:
         ack()
-        approval_id = positive_id(str(action.get("value", "")))
+        approval_id = _approval_id(action)
         if approval_id is None:
-            log.warning("ignoring an Approve button with a malformed value")
             return
         trigger_id = str(body.get("trigger_id", ""))
 
@@ -67,9 +66,8 @@ def _decision_clicked(edge: SlackEdge, action_taken: Action) -> Any:
         ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
     ) -> None:
         ack()
-        approval_id = positive_id(str(action.get("value", "")))
+        approval_id = _approval_id(action)
         if approval_id is None:
-            log.warning("ignoring an approval button with a malformed value")
             return
 
         def job(actor: Actor, _: Responder) -> None:
@@ -108,6 +106,15 @@ def _confirmation_submitted(edge: SlackEdge) -> Any:
         edge.later(approve, respond=_NO_RESPONSE_URL, who=who, what="approve a restore")
 
     return handle_confirmation
+
+
+def _approval_id(action: dict[str, Any]) -> int | None:
+    """A card button's value: the approval's id, and nothing else (what runs is what was
+    stored). Anything the bot never writes there is logged and ignored."""
+    approval_id = positive_id(str(action.get("value", "")))
+    if approval_id is None:
+        log.warning("ignoring an approval button with a malformed value")
+    return approval_id
 
 
 def _typed_name(view: dict[str, Any]) -> str:

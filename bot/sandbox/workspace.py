@@ -1,22 +1,15 @@
-"""The world the console runs in: the real Bolt app, served on loopback, between two doubles.
-
-Nothing here is a second implementation of the bot. `build_app` wires the same listeners,
-use-cases, audit log and watcher as production; `HttpServer` is the same waitress server; every
-line the person types becomes a request signed with the signing secret and posted to
-`/slack/events` by `SlackSender`. Only the two ends are stand-ins: `SlackDouble` plays Slack's Web
-API and response_urls, `Simulator` plays the provider's Backups API. The database is a fresh SQLite
-file in a temporary directory, removed on close.
-"""
+"""The world the console runs in: the real bot (`build_app`, the same waitress server, signed
+requests to `/slack/events`) between the Slack double and the provider simulator, on loopback,
+with a fresh SQLite database in a temporary directory that is removed on close."""
 
 from __future__ import annotations
 
 import logging
 import secrets
 import tempfile
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from types import TracebackType
+from typing import NamedTuple
 
 from bot.app import BackupBot, build_app
 from bot.config import Settings, load_settings
@@ -29,15 +22,13 @@ from bot.watch import WatchSettings
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Person:
+class Person(NamedTuple):
     user_id: str
     name: str
     real_name: str
 
 
-@dataclass(frozen=True)
-class Room:
+class Room(NamedTuple):
     channel_id: str
     name: str
     bot_member: bool
@@ -160,17 +151,6 @@ class Workspace:
             self.directory = None
             if self.options.log_file is None:
                 self.log_path = None
-
-    def __enter__(self) -> Workspace:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- logging ---------------------------------------------------------------------------
 
