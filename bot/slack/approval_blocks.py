@@ -146,7 +146,8 @@ def _status(approval: ApprovalFacts) -> str:
     if safety:
         lines.append(f"Safety: {safety}")
     if approval.detail and approval.state in (ApprovalState.DONE, ApprovalState.FAILED):
-        lines.append(f"Provider/outcome: {escape(clip(approval.detail, 500))}")
+        label = "The provider says" if approval.state is ApprovalState.DONE else "Why"
+        lines.append(f"{label}: {escape(clip(approval.detail, 500))}")
     return "\n".join(lines)
 
 
