@@ -309,7 +309,8 @@ class RestoreApprovals:
                 raise CardNotPosted("no_channel")
             channel, ts = self._board.post_card(facts, where)
         except CardNotPosted as exc:
-            self._close(approval_id, ApprovalState.PENDING, ApprovalState.CANCELLED, exc.problem)
+            # Nobody can decide without a card: the request ends here, said to the requester.
+            self._close(approval_id, ApprovalState.PENDING, ApprovalState.FAILED, exc.problem)
             self._record(
                 actor, "restore.request", Outcome.ERROR, backup.server.id, backup_id,
                 f"approval card not posted: {exc.problem}", approval_id,

@@ -420,3 +420,15 @@ def test_app_home_shows_an_approver_what_waits_for_them(rig: ApprovalRig) -> Non
     assert action["value"] == str(rig.approval().id)
     alices = home_of("U_ALICE")  # the requester: nothing to decide
     assert "Waiting for your approval" not in text_of(alices) and "restore" in text_of(alices)
+
+
+def test_a_card_that_cannot_be_posted_requests_nothing(rig: ApprovalRig) -> None:
+    body = rig.run(f"restore {rig.backup()}", channel_id="C_RANDOM")  # the bot is not there
+    assert "could not post the approval card" in text_of(body)
+    assert "not a member" in text_of(body) and "/invite" in text_of(body)
+    row = rig.approval()
+    assert row.state == "failed" and row.card_ts is None
+    [request] = [e for e in rig.audit_of(row.id) if e.action == "restore.request"]
+    assert request.outcome == "error"
+    time.sleep(0.2)
+    assert rig.simulator.api_calls("POST") == []

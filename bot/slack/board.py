@@ -3,6 +3,7 @@ told the story (implements `bot.approvals.ApprovalBoard`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -46,7 +47,7 @@ class SlackApprovalBoard:
         except (SlackClientError, OSError, KeyError) as exc:
             log.info("no permalink for approval %s: %s", approval.id, slack_error(exc))
             link = None
-        posted = approval.__class__(**{**approval.__dict__, "card_channel_id": channel})
+        posted = dataclasses.replace(approval, card_channel_id=channel)
         try:
             self._client.chat_postMessage(
                 channel=approval.channel_id, **approval_blocks.request_note(posted, link)
