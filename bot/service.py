@@ -173,7 +173,7 @@ class DeleteResult:
 
 @dataclass(frozen=True)
 class AuditQuery:
-    """`/backup audit`'s filters; None means any."""
+    """The audit review's filters; None means any."""
 
     user_id: str | None = None
     server: int | str | None = None

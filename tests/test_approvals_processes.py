@@ -224,3 +224,27 @@ def test_twenty_approvals_across_two_instances_make_one_restore(
     time.sleep(1.5)
     assert len(simulator.api_calls("POST", "/servers/")) == 1
     assert len(row.approvers) == 1
+
+
+def test_a_pending_approval_survives_a_restart_and_its_buttons_still_work(
+    world: Callable[..., BotProcess],
+    slack: SlackDouble,
+    simulator: Simulator,
+    database_url: str,
+) -> None:
+    first = world(RESTORE_SAFETY_BACKUP="false")
+    backup_id = int(simulator.add_backup(12345, description="known good")["id"])
+    assert first.sender.slash_command(f"restore {backup_id}", user_id="U_ALICE").status == 200
+    card = _card(slack)
+    first.kill()
+    second = world(RESTORE_SAFETY_BACKUP="false")
+    before = len(slack.calls_to("views.open"))
+    assert second.sender.click(card, approval_blocks.APPROVE, user_id="U_BOB").status == 200
+    deadline = time.monotonic() + 10
+    while len(slack.calls_to("views.open")) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    view = slack.calls_to("views.open")[-1].response["view"]
+    answer = second.sender.view_submission(view, user_id="U_BOB", values=CONFIRM)
+    assert answer.status == 200
+    assert _wait(database_url, lambda a: a.state == "done").approvers[0]["user_id"] == "U_BOB"
+    assert len(simulator.api_calls("POST", "/servers/")) == 1
