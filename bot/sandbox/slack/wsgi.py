@@ -8,7 +8,6 @@ and `WebClient.files_upload_v2` talk to it unmodified.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -109,12 +108,8 @@ class SlackDouble(SlackWebApi):
     def stop(self) -> None:
         """Stop serving; safe to call twice."""
         server, self._server = self._server, None
-        # WsgiServer.request_stop races waitress: a worker's wake-up can run the close thunk
-        # between its append and its write, and the write then fails (EBADF) on the closed pipe,
-        # the server stopping already. Remove the suppress once request_stop tolerates that.
-        with contextlib.suppress(OSError):
-            if server is not None:
-                server.stop()
+        if server is not None:
+            server.stop()
 
     def __enter__(self) -> SlackDouble:
         return self.start()
