@@ -129,9 +129,16 @@ def build_app(
         ),
     )
     policy = Policy(settings.roles, channels=settings.channels, groups=slack.directory)
-    service = BackupService(vps, audit, policy, watcher=watcher, announcer=slack.announcer)
     tuned = dataclasses.replace(approval_settings(settings), **(approval_tuning or {}))
     approvals = RestoreApprovals(sessions, vps, audit, policy, slack.board, settings=tuned)
+    service = BackupService(
+        vps,
+        audit,
+        policy,
+        watcher=watcher,
+        announcer=slack.announcer,
+        approvers_of=approvals.approvers_of,
+    )
     runner = ApprovalRunner(sessions, vps, audit, slack.board, watcher, approvals)
     approvals.poke = runner.poke
     try:

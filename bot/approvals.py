@@ -426,6 +426,14 @@ class RestoreApprovals:
                 raise NoSuchApproval(approval_id)
             return ApprovalFacts.of(row)
 
+    def approvers_of(self, approval_ids: set[int]) -> dict[int, tuple[str, ...]]:
+        """Who approved each of these approvals (user ids), for the audit review."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(Approval.id, Approval.approvers).where(Approval.id.in_(approval_ids))
+            )
+            return {row.id: tuple(a.user_id for a in _approvers(row.approvers)) for row in rows}
+
     def pending_for(self, user_id: str, limit: int = 10) -> list[ApprovalFacts]:
         """Pending approvals this person may decide (an approver, not the requester)."""
         if Role.APPROVER not in self._policy.roles_of(user_id):

@@ -192,23 +192,49 @@ class AuditLog:
         action: str | None = None,
         since: datetime | None = None,
         approval_id: int | None = None,
+        outcome: str | None = None,
+        before_id: int | None = None,
+        after_id: int | None = None,
     ) -> list[AuditEntry]:
-        """Newest first. `action` matches itself and its sub-actions (delete → delete.request)."""
-        query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
-        if user_id is not None:
-            query = query.where(AuditEvent.actor_user_id == user_id)
-        if server_id is not None:
-            query = query.where(AuditEvent.server_id == server_id)
-        if action is not None:
-            query = query.where(
-                or_(AuditEvent.action == action, AuditEvent.action.startswith(f"{action}."))
-            )
-        if since is not None:
-            query = query.where(AuditEvent.occurred_at >= since)
-        if approval_id is not None:
-            query = query.where(AuditEvent.approval_id == approval_id)
+        """Newest first. `action` matches itself and its sub-actions (delete → delete.request).
+        `before_id`/`after_id` page: the `limit` rows older than one row, or newer."""
+        where = _filters(user_id, server_id, action, since, approval_id, outcome)
+        if before_id is not None:
+            where.append(AuditEvent.id < before_id)
+        if after_id is not None:
+            where.append(AuditEvent.id > after_id)
+        order = AuditEvent.id.asc() if after_id is not None else AuditEvent.id.desc()
+        query = select(AuditEvent).where(*where).order_by(order).limit(limit)
         with self._sessions() as session:
-            return [AuditEntry.of(event) for event in session.scalars(query)]
+            rows = [AuditEntry.of(event) for event in session.scalars(query)]
+        return rows[::-1] if after_id is not None else rows
+
+    def export(self, out: IO[str], fmt: str = "csv", **filters: Any) -> int:
+        """The rows matching `filters` (those of `recent`), oldest first, as CSV or JSON Lines;
+        read in batches, so memory stays flat whatever the size. Returns how many.
+
+        A CSV text cell starting with `=`, `+`, `-`, `@`, tab or CR gets a leading `'`, so a
+        display name like `=HYPERLINK(…)` is shown, not run, by a spreadsheet (CSV injection).
+        """
+        query = select(AuditEvent).where(*_filters(**filters)).order_by(AuditEvent.id)
+        columns = (*HASHED_FIELDS, *OPTIONAL_HASHED_FIELDS, "prev_hash", "row_hash")
+        writer = csv.writer(out) if fmt == "csv" else None
+        if writer is not None:
+            writer.writerow(columns)
+        count = 0
+        with self._sessions() as session:
+            for event in session.scalars(query.execution_options(yield_per=500)):
+                row = {**_row(event), "prev_hash": event.prev_hash, "row_hash": event.row_hash}
+                row["occurred_at"] = _canonical(row["occurred_at"])
+                if writer is None:
+                    out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+                else:
+                    row["parameters"] = json.dumps(
+                        row["parameters"], sort_keys=True, ensure_ascii=False
+                    )
+                    writer.writerow([_inert(row[name]) for name in columns])
+                count += 1
+        return count
 
     def _rows(self, since: datetime | None = None) -> Iterator[AuditEvent]:
         query = select(AuditEvent).order_by(AuditEvent.id)
@@ -232,23 +258,32 @@ class AuditLog:
         return Verification(count, previous)
 
     def export_csv(self, out: IO[str], since: datetime | None = None) -> int:
-        """Rows as CSV (parameters as JSON), oldest first; returns how many.
+        """Rows as CSV (parameters as JSON), oldest first; returns how many."""
+        return self.export(out, "csv", since=since)
 
-        A text cell starting with `=`, `+`, `-`, `@`, tab or CR gets a leading `'`, so a display
-        name like `=HYPERLINK(…)` is shown, not run, by a spreadsheet (OWASP's CSV injection).
-        """
-        columns = (*HASHED_FIELDS, *OPTIONAL_HASHED_FIELDS)
-        writer = csv.writer(out)
-        writer.writerow([*columns, "prev_hash", "row_hash"])
-        count = 0
-        for event in self._rows(since):
-            row = _row(event)
-            row["occurred_at"] = _canonical(row["occurred_at"])
-            row["parameters"] = json.dumps(row["parameters"], sort_keys=True, ensure_ascii=False)
-            cells = [row[name] for name in columns]
-            writer.writerow([*map(_inert, cells), event.prev_hash, event.row_hash])
-            count += 1
-        return count
+
+def _filters(
+    user_id: str | None = None,
+    server_id: int | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    approval_id: int | None = None,
+    outcome: str | None = None,
+) -> list[Any]:
+    where: list[Any] = []
+    if user_id is not None:
+        where.append(AuditEvent.actor_user_id == user_id)
+    if server_id is not None:
+        where.append(AuditEvent.server_id == server_id)
+    if action is not None:
+        where.append(or_(AuditEvent.action == action, AuditEvent.action.startswith(f"{action}.")))
+    if since is not None:
+        where.append(AuditEvent.occurred_at >= since)
+    if approval_id is not None:
+        where.append(AuditEvent.approval_id == approval_id)
+    if outcome is not None:
+        where.append(AuditEvent.outcome == outcome)
+    return where
 
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

@@ -9,12 +9,15 @@ backup — it goes through a port (`StartAnnouncer`) that the edge implements.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from bot.audit import Actor, AuditEntry, AuditLog
@@ -90,13 +93,8 @@ class BackupNotFinished(ServiceError):
         self.backup = backup
 
 
-class NotAvailable(ServiceError):
-    """A feature this version does not have yet (`feature` names it)."""
-
-    def __init__(self, feature: Action | str, subject: int | None = None) -> None:
-        super().__init__(f"{feature} is not available in this version")
-        self.feature = str(feature)
-        self.subject = subject
+def count_words(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 # -- ports: what the use-cases need from the world around them -----------------------------------
@@ -173,13 +171,48 @@ class DeleteResult:
 
 @dataclass(frozen=True)
 class AuditQuery:
-    """The audit review's filters; None means any."""
+    """The audit review's filters; None means any. `before_id`/`after_id` page through them."""
 
     user_id: str | None = None
     server: int | str | None = None
     action: str | None = None
     since: timedelta | None = None
     approval_id: int | None = None
+    outcome: str | None = None
+    before_id: int | None = None
+    after_id: int | None = None
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """One page of audit rows, newest first; `query` has the server resolved to its id."""
+
+    rows: list[AuditEntry]
+    query: AuditQuery
+    older: bool  # rows older than the last one match too
+    newer: bool
+    approvers: Mapping[int, tuple[str, ...]]  # approval id → who approved it
+
+
+@dataclass(frozen=True)
+class AuditExport:
+    rows: int
+    filename: str
+
+
+class FileNotDelivered(ServiceError):
+    """The file could not be handed over; `problem` is the chat platform's reason."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"file not delivered: {problem}")
+        self.problem = problem
+
+
+class FileDelivery(Protocol):
+    """Hands a file to a person privately (the Slack side uploads it to their DM); raises
+    `FileNotDelivered`."""
+
+    def send_file(self, actor: Actor, path: Path, filename: str, title: str) -> None: ...
 
 
 @dataclass
@@ -202,6 +235,7 @@ class BackupService:
         announcer: StartAnnouncer | None = None,
         server_cache_seconds: float = 60.0,
         answer_within: float = 15.0,
+        approvers_of: Callable[[set[int]], Mapping[int, tuple[str, ...]]] = lambda _: {},
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
@@ -211,6 +245,7 @@ class BackupService:
         self.announcer = announcer
         self._server_cache_seconds = server_cache_seconds
         self.answer_within = answer_within
+        self.approvers_of = approvers_of  # who approved which approval, for the audit review
         self._clock = clock
         self._servers = _ServerCache()
 
@@ -484,43 +519,82 @@ class BackupService:
 
     # -- audit review ---------------------------------------------------------------------
 
-    def audit_trail(self, actor: Actor, query: AuditQuery, limit: int = 20) -> list[AuditEntry]:
-        """The newest audit rows matching the filters, for auditors. Reading is audited too."""
+    def audit_trail(self, actor: Actor, query: AuditQuery, limit: int = 20) -> AuditPage:
+        """A page of the newest audit rows matching the filters, for auditors. Audited too."""
+        query, filters, parameters = self._audit_filters(actor, query, Action.AUDIT)
+        rows = self.audit.recent(
+            limit + 1, before_id=query.before_id, after_id=query.after_id, **filters
+        )
+        more = len(rows) > limit
+        if query.after_id is not None:  # paging towards the newest: the extra row is newest
+            rows, older, newer = rows[-limit:], True, more
+        else:
+            rows, older, newer = rows[:limit], more, query.before_id is not None
+        ids = {row.approval_id for row in rows if row.approval_id is not None}
+        approvers = self.approvers_of(ids) if ids else {}
+        self.audit.record(
+            actor,
+            Action.AUDIT.value,
+            Outcome.OK,
+            server_id=filters["server_id"],
+            parameters=parameters,
+            detail=f"{count_words(len(rows), 'row')} shown",
+        )
+        return AuditPage(rows, query, older, newer, approvers)
+
+    def export_audit(
+        self, actor: Actor, query: AuditQuery, fmt: str, delivery: FileDelivery
+    ) -> AuditExport:
+        """Every row matching the filters, as a CSV or JSON Lines file sent to the person."""
+        query, filters, parameters = self._audit_filters(actor, query, Action.AUDIT)
+        filename = f"backupbot-audit-{datetime.now(UTC):%Y%m%d-%H%M%S}.{fmt}"
+        with tempfile.TemporaryDirectory(prefix="backupbot-export-") as directory:
+            path = Path(directory) / filename
+            with path.open("w", encoding="utf-8", newline="") as out:
+                rows = self.audit.export(out, fmt, **filters)
+            try:
+                delivery.send_file(actor, path, filename, f"Audit log export ({rows} rows)")
+            except FileNotDelivered as exc:
+                self.audit.record(
+                    actor, "audit.export", Outcome.ERROR, server_id=filters["server_id"],
+                    parameters={**parameters, "format": fmt}, detail=str(exc),
+                )  # fmt: skip
+                raise
+        self.audit.record(
+            actor,
+            "audit.export",
+            Outcome.OK,
+            server_id=filters["server_id"],
+            parameters={**parameters, "format": fmt},
+            detail=f"{count_words(rows, 'row')} sent as {filename}",
+        )
+        return AuditExport(rows, filename)
+
+    def _audit_filters(
+        self, actor: Actor, query: AuditQuery, action: Action
+    ) -> tuple[AuditQuery, dict[str, Any], dict[str, Any]]:
+        """Authorize, resolve the server; (query with the server's id, filters, parameters)."""
         parameters = {
             "user": query.user_id,
             "server": query.server,
             "action_filter": query.action,
             "since_seconds": query.since.total_seconds() if query.since else None,
             "approval": query.approval_id,
+            "outcome_filter": query.outcome,
         }
-        self.authorize(actor, Action.AUDIT, **parameters)
+        self.authorize(actor, action, **parameters)
         server_id = None
         if query.server is not None:
-            server_id = self._resolve_audited(actor, Action.AUDIT, query.server, parameters).id
-        rows = self.audit.recent(
-            limit,
-            user_id=query.user_id,
-            server_id=server_id,
-            action=query.action,
-            since=datetime.now(UTC) - query.since if query.since else None,
-            approval_id=query.approval_id,
-        )
-        self.audit.record(
-            actor,
-            Action.AUDIT.value,
-            Outcome.OK,
-            server_id=server_id,
-            parameters=parameters,
-            detail=f"{len(rows)} rows shown",
-        )
-        return rows
-
-    def export_audit(self, actor: Actor) -> None:
-        self.authorize(actor, Action.AUDIT)
-        self.audit.record(
-            actor, "audit.export", Outcome.ERROR, detail="export from Slack is not built yet"
-        )
-        raise NotAvailable("audit export")
+            server_id = self._resolve_audited(actor, action, query.server, parameters).id
+        filters = {
+            "user_id": query.user_id,
+            "server_id": server_id,
+            "action": query.action,
+            "since": datetime.now(UTC) - query.since if query.since else None,
+            "approval_id": query.approval_id,
+            "outcome": query.outcome,
+        }
+        return dataclasses.replace(query, server=server_id), filters, parameters
 
     # -- helpers ----------------------------------------------------------------------------
 

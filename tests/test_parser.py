@@ -32,8 +32,11 @@ LIST_USAGE = "/backup list [SERVER] [manual|automatic] [public]"
 CREATE_USAGE = "/backup create SERVER [description…]"
 DELETE_USAGE = "/backup delete BACKUP_ID"
 RESTORE_USAGE = "/backup restore BACKUP_ID [reason…]"
-AUDIT_USAGE = "/backup audit [@user] [server:SERVER] [action:ACTION] [approval:N] [since:7d]"
-EXPORT_USAGE = "/backup audit export"
+AUDIT_USAGE = (
+    "/backup audit [@user] [server:SERVER] [action:ACTION] [outcome:ok|denied|error] "
+    "[approval:N] [since:7d]"
+)
+EXPORT_USAGE = "/backup audit export [the same filters] [format:csv|jsonl]"
 
 
 def parse_error(text: str) -> ParseError:
@@ -171,6 +174,11 @@ def parse_error(text: str) -> ParseError:
             AuditCommand("U9", S12, "reject", timedelta(hours=1)),
         ),
         ("audit export", AuditExportCommand()),
+        (
+            "audit export <@U1|bob> since:7d format:jsonl",
+            AuditExportCommand(AuditCommand(user_id="U1", since=timedelta(days=7)), "jsonl"),
+        ),
+        ("audit outcome:denied", AuditCommand(outcome="denied")),
         ("AUDIT Export", AuditExportCommand()),
         ("  audit   export \n", AuditExportCommand()),
     ],
@@ -406,8 +414,9 @@ def test_usage_for(subcommand: str, expected: str) -> None:
         ("audit ???", ["Unknown audit filter `???`"], AUDIT_USAGE),
         ('audit "server:web-01"', ["Unknown audit filter `server:web-01`"], AUDIT_USAGE),
         ("audit <@U1> export", ["`export` goes right after audit"], AUDIT_USAGE),
-        ("audit export since:7d", ["Too many arguments", "`since:7d`"], EXPORT_USAGE),
-        ("audit export <@U1|bob>", ["Too many arguments", "audit export"], EXPORT_USAGE),
+        ("audit export format:xml", ["`format:` takes `csv` or `jsonl`, not `xml`"], EXPORT_USAGE),
+        ("audit format:csv", ["`format:` goes with `audit export`"], AUDIT_USAGE),
+        ("audit outcome:maybe", ["`outcome:` takes `ok`, `denied` or `error`"], AUDIT_USAGE),
     ],
 )
 def test_errors_name_the_problem(text: str, fragments: list[str], usage: str | None) -> None:

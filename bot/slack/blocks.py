@@ -6,11 +6,12 @@ sees their own local time. Builders return plain dicts ready for `chat.postMessa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -28,11 +29,16 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.ages import format_age
 from bot.audit import AuditEntry
 from bot.service import (
+    AuditExport,
+    AuditPage,
+    AuditQuery,
     CreateResult,
     DeleteResult,
     Listing,
+    count_words,
 )
 from bot.slack.parser import COMMAND_NAME, positive_id
 from bot.vps.models import BACKUP_TYPES, Backup, Phase, ServerRef
@@ -47,6 +53,7 @@ BACKUP_MENU = "backup_menu"
 DELETE_CONFIRM = "delete_confirm"
 DELETE_CANCEL = "delete_cancel"
 HELP_LIST = "help_list"
+AUDIT_PAGE = "audit_page"
 
 _STATUS_ICON = {Phase.COMPLETED: "✅", Phase.RUNNING: "⏳", Phase.FAILED: "❌"}
 
@@ -147,7 +154,7 @@ def backup_list(listing: Listing, *, page: int = 0, public: bool = False) -> dic
     page = min(page, pages - 1)
     shown = backups[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
     running = sum(1 for b in backups if b.phase is Phase.RUNNING)
-    summary = count_of(len(backups), "backup")
+    summary = count_words(len(backups), "backup")
     if len(backups) > running:
         summary += f", {human_size(listing.total_size_mb)} in all"
     if running:
@@ -160,7 +167,7 @@ def backup_list(listing: Listing, *, page: int = 0, public: bool = False) -> dic
         DividerBlock(),
     ]
     if listing.unreadable:
-        rows = count_of(listing.unreadable, "row")
+        rows = count_words(listing.unreadable, "row")
         blocks.append(
             ContextBlock(
                 elements=[
@@ -224,10 +231,6 @@ def _description(description: str, limit: int) -> list[Block]:
 
 def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def count_of(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 # -- create ----------------------------------------------------------------------------------
@@ -484,8 +487,53 @@ def backup_started_final(job: FinishedBackup) -> dict[str, Any]:
 _AUDIT_ICON = {"ok": "✅", "denied": "⛔", "error": "⚠️"}
 
 
-def audit_trail(rows: Sequence[AuditEntry], filters: str) -> dict[str, Any]:
-    """The newest audit rows, one section each (at most 20, well inside 50 blocks)."""
+def audit_exported(export: AuditExport) -> dict[str, Any]:
+    return notice(
+        f"📄 {count_words(export.rows, 'audit row')} sent to our DM as `{export.filename}`."
+    )
+
+
+def encode_audit_query(query: AuditQuery) -> str:
+    """What an audit pager button carries: the filters (server as its id) and where to go."""
+    since = int(query.since.total_seconds()) if query.since else None
+    fields = (query.user_id, query.server, query.action, since, query.approval_id, query.outcome)
+    return json.dumps([*fields, query.before_id, query.after_id], separators=(",", ":"))
+
+
+def decode_audit_query(value: str) -> AuditQuery:
+    """Raises ValueError for anything `encode_audit_query` would not have written."""
+    data = json.loads(value)
+    if not isinstance(data, list) or len(data) != 8:
+        raise ValueError("not an audit page")
+    user, server, action, since, approval, outcome, before, after = data
+    numbers = (server, since, approval, before, after)
+    if any(n is not None and positive_id(str(n)) != n for n in numbers):
+        raise ValueError("bad number")
+    texts = (user, action, outcome)
+    if any(t is not None and (not isinstance(t, str) or len(t) > 64) for t in texts):
+        raise ValueError("bad text")
+    return AuditQuery(
+        user, server, action, timedelta(seconds=since) if since else None, approval, outcome,
+        before, after,
+    )  # fmt: skip
+
+
+def audit_trail(page: AuditPage) -> dict[str, Any]:
+    """A page of audit rows, one line each, with Previous/Next to newer and older rows."""
+    rows, query = page.rows, page.query
+    first = query.before_id is None and query.after_id is None  # not paged yet
+    filters = " · ".join(
+        part
+        for part in (
+            f"by <@{query.user_id}>" if query.user_id else "",
+            f"server {query.server}" if query.server is not None else "",
+            f"action {escape(query.action)}" if query.action else "",
+            f"outcome {query.outcome}" if query.outcome else "",
+            f"approval #{query.approval_id}" if query.approval_id else "",
+            f"since {format_age(query.since)} ago" if query.since else "",
+        )
+        if part
+    )
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text="Audit log")),
         ContextBlock(
@@ -493,9 +541,9 @@ def audit_trail(rows: Sequence[AuditEntry], filters: str) -> dict[str, Any]:
                 MarkdownTextObject(
                     text=" · ".join(
                         [
-                            count_of(len(rows), "newest row"),
+                            count_words(len(rows), "newest row" if first else "row"),
                             *([filters] if filters else []),
-                            "`backupbot audit export` gives them all as CSV",
+                            f"`{COMMAND_NAME} audit export` sends them all as a file",
                         ]
                     )
                 )
@@ -506,21 +554,44 @@ def audit_trail(rows: Sequence[AuditEntry], filters: str) -> dict[str, Any]:
     if not rows:
         blocks.append(SectionBlock(text=MarkdownTextObject(text="No rows match.")))
     for row in rows:
-        what = [f"{_AUDIT_ICON.get(row.outcome, '•')} *{escape(row.action)}*"]
-        if row.server_id is not None:
-            what.append(f"server `{row.server_id}`")
-        if row.backup_id is not None:
-            what.append(f"backup `{row.backup_id}`")
-        if row.approval_id is not None:
-            what.append(f"approval #{row.approval_id}")
-        what.append(f"by <@{row.actor_user_id}>")
-        if row.channel_id:
-            what.append(f"in <#{row.channel_id}>")
-        status = f" · provider {row.provider_status}" if row.provider_status else ""
-        detail = f"\n_{escape(row.detail[:300])}_" if row.detail else ""
-        line = f"{' '.join(what)} · {slack_date(row.occurred_at)} · {row.outcome}{status}{detail}"
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=line)))
-    return as_message(f"Audit log: {count_of(len(rows), 'row')}", blocks)
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_audit_line(row, page))))
+    pager = []
+    if rows and page.newer:
+        newer = dataclasses.replace(page.query, before_id=None, after_id=rows[0].id)
+        pager.append(("prev", "◀ Newer", newer))
+    if rows and page.older:
+        older = dataclasses.replace(page.query, before_id=rows[-1].id, after_id=None)
+        pager.append(("next", "Older ▶", older))
+    if pager:
+        buttons = [
+            ButtonElement(text=label, action_id=f"{AUDIT_PAGE}_{name}", value=encode_audit_query(q))
+            for name, label, q in pager
+        ]
+        blocks.append(ActionsBlock(block_id="audit_pager", elements=buttons))
+    return as_message(f"Audit log: {count_words(len(rows), 'row')}", blocks)
+
+
+def _audit_line(row: AuditEntry, page: AuditPage) -> str:
+    """Who did what, on what, when (in the reader's time), how it came out: one line."""
+    what = [
+        _AUDIT_ICON.get(row.outcome, "•"),
+        slack_date(row.occurred_at),
+        f"<@{row.actor_user_id}>",
+        f"*{escape(row.action)}*",
+    ]
+    if row.server_id is not None:
+        what.append(f"server `{row.server_id}`")
+    if row.backup_id is not None:
+        what.append(f"backup `{row.backup_id}`")
+    if row.approval_id is not None:
+        approvers = page.approvers.get(row.approval_id, ())
+        by = f" (approved by {', '.join(f'<@{a}>' for a in approvers)})" if approvers else ""
+        what.append(f"approval #{row.approval_id}{by}")
+    if row.channel_id:
+        what.append(f"in <#{row.channel_id}>")
+    outcome = row.outcome + (f" {row.provider_status}" if row.provider_status else "")
+    detail = f" — {escape(clip(row.detail, 200))}" if row.detail else ""
+    return f"{' '.join(what)} · {outcome}{detail}"
 
 
 # -- notes -----------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ from bot.policy import Action, Decision
 from bot.service import (
     BackupNotFinished,
     Denied,
+    FileNotDelivered,
     NoSuchBackup,
-    NotAvailable,
     ProviderError,
     ServiceError,
     UnknownServer,
@@ -65,21 +65,12 @@ def _unknown_server(error: UnknownServer) -> str:
     )
 
 
-def _not_available(error: NotAvailable) -> str:
-    return (
-        "Exporting from Slack is not in this version yet (it would need the `files:write` "
-        "scope). An operator can run `backupbot audit export --since 7d -o audit.csv`."
-    )
-
-
 def error_notice(error: ServiceError) -> dict[str, Any]:
     """What a person sees when a use-case could not be done."""
     if isinstance(error, Denied):
         return notice(f"⛔ {denial(error.decision)}")
     if isinstance(error, NotDecidable):
         return notice(f"⛔ {_not_decidable(error)}")
-    if isinstance(error, NotAvailable):
-        return notice(_not_available(error))
     if isinstance(error, UnknownServer):
         text = _unknown_server(error)
     elif isinstance(error, NoSuchBackup):
@@ -108,6 +99,11 @@ def error_notice(error: ServiceError) -> dict[str, Any]:
         text = (
             f"I could not post the approval card ({reason}), so nothing was requested. "
             "Invite me to the channel (`/invite @Backup Bot`) and try again."
+        )
+    elif isinstance(error, FileNotDelivered):
+        text = (
+            f"I could not send you the file (Slack said `{escape(error.problem)}`; the app "
+            "needs the `files:write` scope)."
         )
     elif isinstance(error, WrongConfirmation):
         text = "That is not the server's name: nothing was approved."

@@ -5,13 +5,14 @@ cannot take it."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.audit import Actor
-from bot.service import Announcement
+from bot.service import Announcement, FileNotDelivered
 from bot.slack import blocks
 from bot.vps.models import Backup
 from bot.watch import Delivery, DeliveryFailed, FinishedBackup
@@ -123,3 +124,19 @@ class SlackNotifier:
         except (SlackClientError, OSError) as exc:
             # The reply went out; a stale status line on the parent is not worth a retry loop.
             log.warning("could not update the parent of backup %s: %s", finished.backup_id, exc)
+
+
+class SlackFiles:
+    """Implements `bot.service.FileDelivery`: a file into the person's DM (files upload v2)."""
+
+    def __init__(self, client: WebClient) -> None:
+        self._client = client
+
+    def send_file(self, actor: Actor, path: Path, filename: str, title: str) -> None:
+        try:
+            channel = self._client.conversations_open(users=actor.user_id)["channel"]["id"]
+            self._client.files_upload_v2(
+                channel=channel, file=str(path), filename=filename, title=title
+            )
+        except (SlackClientError, OSError) as exc:
+            raise FileNotDelivered(slack_error(exc)) from None

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal, NoReturn, TypeAlias
+from typing import Literal, NoReturn, TypeAlias, cast
 
 from bot.ages import UNIT_NAMES, AgeError, AgeProblem, parse_age
 from bot.policy import Action
@@ -32,8 +32,9 @@ _USAGE_LINES: dict[str, tuple[str, ...]] = {
     "delete": (f"{COMMAND_NAME} delete BACKUP_ID",),
     "restore": (f"{COMMAND_NAME} restore BACKUP_ID [reason…]",),
     "audit": (
-        f"{COMMAND_NAME} audit [@user] [server:SERVER] [action:ACTION] [approval:N] [since:7d]",
-        f"{COMMAND_NAME} audit export",
+        f"{COMMAND_NAME} audit [@user] [server:SERVER] [action:ACTION] [outcome:ok|denied|error]"
+        " [approval:N] [since:7d]",
+        f"{COMMAND_NAME} audit export [the same filters] [format:csv|jsonl]",
     ),
 }
 
@@ -124,18 +125,23 @@ class RestoreCommand:
 
 @dataclass(frozen=True)
 class AuditCommand:
-    """`/backup audit [@user] [server:X] [action:Y] [approval:N] [since:7d]`; None is "any"."""
+    """`/backup audit [@user] [server:X] [action:Y] [outcome:Z] [approval:N] [since:7d]`; None
+    is "any"."""
 
     user_id: str | None = None
     server: ServerSpec | None = None
     action: str | None = None
     since: timedelta | None = None
     approval_id: int | None = None  # the whole story of one restore
+    outcome: str | None = None  # ok, denied or error
 
 
 @dataclass(frozen=True)
 class AuditExportCommand:
-    """`/backup audit export`."""
+    """`/backup audit export [the same filters] [format:jsonl]`: a file to the requester."""
+
+    filters: AuditCommand = AuditCommand()
+    format: ExportFormat = "csv"
 
 
 Command: TypeAlias = (
@@ -536,8 +542,11 @@ def _parse_restore(scanner: _Scanner) -> Command:
     return RestoreCommand(backup_id=backup_id, reason=_description(scanner.remainder()))
 
 
-_AUDIT_FILTERS = ("server", "action", "approval", "since")
-_AUDIT_FILTER_LIST = "@user, `server:`, `action:`, `approval:` and `since:`"
+_AUDIT_FILTERS = ("server", "action", "outcome", "approval", "since")
+_AUDIT_FILTER_LIST = "@user, `server:`, `action:`, `outcome:`, `approval:` and `since:`"
+ExportFormat: TypeAlias = Literal["csv", "jsonl"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("csv", "jsonl")
+OUTCOMES = ("ok", "denied", "error")
 _FILTER = re.compile(r"([A-Za-z][A-Za-z_-]*):(.*)", re.DOTALL)
 _PERSON_WORDS = ("user", "by", "who", "person", "actor")
 
@@ -555,7 +564,7 @@ def _unknown_audit_word(token: _Token) -> str:
     word = token.text
     lowered = word.lower()
     if lowered == "export":
-        return "`export` goes right after audit, on its own: `/backup audit export`."
+        return "`export` goes right after audit: `/backup audit export` (then any filters)."
     if word.startswith("@"):
         return (
             f"{_show(word)} did not reach me as a Slack mention: pick the person from the "
@@ -577,20 +586,24 @@ def _unknown_audit_word(token: _Token) -> str:
 def _parse_audit(scanner: _Scanner) -> Command:
     tokens = scanner.rest()
     if tokens and tokens[0].kind == "word" and tokens[0].text.lower() == "export":
-        if len(tokens) > 1:
-            extra = scanner.text[tokens[0].end :].strip()
-            _fail(
-                f"Too many arguments: audit export takes nothing more; remove {_show(extra)}.",
-                "audit export",
-            )
-        return AuditExportCommand()
+        fmt: list[ExportFormat] = []
+        filters = _audit_filters(tokens[1:], "audit export", fmt)
+        return AuditExportCommand(filters, fmt[0] if fmt else "csv")
+    return _audit_filters(tokens, "audit", None)
 
+
+def _audit_filters(
+    tokens: list[_Token], subcommand: str, fmt: list[ExportFormat] | None
+) -> AuditCommand:
+    """The filters after `audit` (or `audit export`, which also takes `format:` into `fmt`)."""
+    allowed = (*_AUDIT_FILTERS, "format") if fmt is not None else _AUDIT_FILTERS
     user: _Token | None = None
     given: dict[str, str] = {}  # filter name -> how it was given, for the duplicate message
     server: ServerSpec | None = None
     action: str | None = None
     since: timedelta | None = None
     approval_id: int | None = None
+    outcome: str | None = None
     index = 0
     while index < len(tokens):
         token = tokens[index]
@@ -600,39 +613,41 @@ def _parse_audit(scanner: _Scanner) -> Command:
                 _fail(
                     f"audit takes one person; {_show(user.text)} and {_show(token.text)} "
                     "are both given.",
-                    "audit",
+                    subcommand,
                 )
             user = token
             continue
         if token.kind != "word":
-            _fail(f"audit can filter by a person (@user), not by {_describe(token)}.", "audit")
+            _fail(f"audit can filter by a person (@user), not by {_describe(token)}.", subcommand)
         parts = _filter_parts(token)
         if parts is None:
-            _fail(_unknown_audit_word(token), "audit")
+            _fail(_unknown_audit_word(token), subcommand)
         key, value_raw = parts
         name = key.lower()
-        if name not in _AUDIT_FILTERS:
+        if name not in allowed:
             if name in _PERSON_WORDS:
                 hint = " To filter by a person, @-mention them."
+            elif name == "format":
+                hint = " `format:` goes with `audit export`."
             else:
-                hint = _did_you_mean(f"{s}:" if (s := _closest(name, _AUDIT_FILTERS)) else None)
+                hint = _did_you_mean(f"{s}:" if (s := _closest(name, allowed)) else None)
             _fail(
                 f"Unknown audit filter {_show(key + ':')}; filters are {_AUDIT_FILTER_LIST}.{hint}",
-                "audit",
+                subcommand,
             )
         value = _next_token(value_raw, 0)
         if value is None:
             # `server: web-01`: a space after the colon is easy to type; take the next word.
             following = tokens[index] if index < len(tokens) else None
             if following is None or following.kind != "word" or _filter_parts(following):
-                _fail(f"`{name}:` needs a value, like {_show(_EXAMPLES[name])}.", "audit")
+                _fail(f"`{name}:` needs a value, like {_show(_EXAMPLES[name])}.", subcommand)
             value = following
             index += 1
         shown = f"{name}:{value.text}"
         if name in given:
             _fail(
                 f"Give `{name}:` once, not twice ({_show(given[name])} and {_show(shown)}).",
-                "audit",
+                subcommand,
             )
         given[name] = shown
         if name == "server":
@@ -642,7 +657,11 @@ def _parse_audit(scanner: _Scanner) -> Command:
         elif name == "approval":
             approval_id = positive_id(value.text.removeprefix("#"))
             if value.kind != "word" or approval_id is None:
-                _fail("`approval:` needs an approval number, like `approval:7`.", "audit")
+                _fail("`approval:` needs an approval number, like `approval:7`.", subcommand)
+        elif name == "outcome":
+            outcome = _one_of(value, "outcome", OUTCOMES, subcommand)
+        elif name == "format" and fmt is not None:
+            fmt.append(cast(ExportFormat, _one_of(value, "format", EXPORT_FORMATS, subcommand)))
         else:
             if value.kind != "word":
                 _fail(f"`since:` needs a time like `7d`, not {_describe(value)}.", "audit")
@@ -653,14 +672,33 @@ def _parse_audit(scanner: _Scanner) -> Command:
         action=action,
         since=since,
         approval_id=approval_id,
+        outcome=outcome,
     )
+
+
+def _alternatives(choices: tuple[str, ...]) -> str:
+    shown = [f"`{choice}`" for choice in choices]
+    return f"{', '.join(shown[:-1])} or {shown[-1]}" if len(shown) > 1 else shown[0]
+
+
+def _one_of(value: _Token, name: str, choices: tuple[str, ...], subcommand: str) -> str:
+    word = value.text.lower()
+    if value.kind != "word" or word not in choices:
+        _fail(
+            f"`{name}:` takes {_alternatives(choices)}, not {_describe(value)}."
+            f"{_did_you_mean(_closest(word, choices))}",
+            subcommand,
+        )
+    return word
 
 
 _EXAMPLES = {
     "server": "server:web-01",
     "action": "action:restore",
+    "outcome": "outcome:denied",
     "approval": "approval:7",
     "since": "since:7d",
+    "format": "format:jsonl",
 }
 
 

@@ -12,7 +12,7 @@ from slack_bolt import Ack, App, Respond
 from bot.audit import Actor
 from bot.slack import blocks
 from bot.slack.edge import Responder, SlackEdge, Waiting, guarded
-from bot.slack.listeners.replies import offer_delete, request_restore, show_list
+from bot.slack.listeners.replies import offer_delete, request_restore, show_audit, show_list
 from bot.slack.parser import positive_id
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,7 @@ def register(app: App, edge: SlackEdge) -> None:
     app.action(blocks.BACKUP_MENU)(guarded(_backup_menu(edge)))
     app.action(blocks.DELETE_CONFIRM)(guarded(_delete_confirm(edge)))
     app.action(blocks.DELETE_CANCEL)(guarded(_delete_cancel(edge)))
+    app.action(re.compile(rf"^{blocks.AUDIT_PAGE}_"))(guarded(_audit_page(edge)))
 
 
 def _later(
@@ -65,6 +66,25 @@ def _list_page(edge: SlackEdge) -> Any:
         _later(edge, body, respond, "list backups", job, waiting)
 
     return handle_list_page
+
+
+def _audit_page(edge: SlackEdge) -> Any:
+    def handle_audit_page(
+        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
+    ) -> None:
+        ack()
+        try:
+            query = blocks.decode_audit_query(str(action.get("value") or ""))
+        except (ValueError, TypeError):
+            log.warning("ignoring an audit page button with a malformed value")
+            return
+
+        def job(actor: Actor, reply: Responder) -> None:
+            show_audit(edge, actor, reply, query, replace_original=True)
+
+        _later(edge, body, respond, "page the audit log", job, Waiting.IN_PLACE)
+
+    return handle_audit_page
 
 
 def _backup_menu(edge: SlackEdge) -> Any:

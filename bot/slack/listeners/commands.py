@@ -10,7 +10,9 @@ from bot.audit import Actor
 from bot.slack import blocks
 from bot.slack.edge import Responder, SlackEdge, Waiting, guarded
 from bot.slack.listeners.replies import (
+    audit_query,
     create,
+    export_audit,
     offer_delete,
     request_restore,
     show_audit,
@@ -73,8 +75,8 @@ def run_command(edge: SlackEdge, parsed: Command, actor: Actor, respond: Respond
     elif isinstance(parsed, RestoreCommand):
         request_restore(edge, actor, respond, parsed.backup_id, parsed.reason or "")
     elif isinstance(parsed, AuditCommand):
-        show_audit(edge, actor, respond, parsed)
+        show_audit(edge, actor, respond, audit_query(parsed))
     elif isinstance(parsed, AuditExportCommand):
-        edge.service.export_audit(actor)
+        export_audit(edge, actor, respond, parsed)
     else:  # pragma: no cover - the parser returns only the types above
         raise TypeError(f"unhandled command {parsed!r}")

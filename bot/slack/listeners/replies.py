@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from bot.ages import format_age
 from bot.audit import Actor
 from bot.service import AuditQuery
 from bot.slack import approval_blocks, blocks
 from bot.slack.edge import Responder, SlackEdge
-from bot.slack.parser import AuditCommand
+from bot.slack.notify import SlackFiles
+from bot.slack.parser import AuditCommand, AuditExportCommand
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +53,32 @@ def offer_delete(edge: SlackEdge, actor: Actor, respond: Responder, backup_id: i
     edge.reply_private(respond, actor, blocks.delete_card(backup))
 
 
-def show_audit(edge: SlackEdge, actor: Actor, respond: Responder, parsed: AuditCommand) -> None:
+def audit_query(parsed: AuditCommand) -> AuditQuery:
     server = parsed.server.argument if parsed.server else None
-    query = AuditQuery(parsed.user_id, server, parsed.action, parsed.since, parsed.approval_id)
-    rows = edge.service.audit_trail(actor, query)
-    filters = " · ".join(
-        part
-        for part in (
-            f"by <@{parsed.user_id}>" if parsed.user_id else "",
-            f"server {parsed.server}" if parsed.server else "",
-            f"action {parsed.action}" if parsed.action else "",
-            f"approval #{parsed.approval_id}" if parsed.approval_id else "",
-            f"since {format_age(parsed.since)} ago" if parsed.since else "",
-        )
-        if part
+    return AuditQuery(
+        parsed.user_id, server, parsed.action, parsed.since, parsed.approval_id, parsed.outcome
     )
-    edge.reply_private(respond, actor, blocks.audit_trail(rows, filters))
+
+
+def show_audit(
+    edge: SlackEdge,
+    actor: Actor,
+    respond: Responder,
+    query: AuditQuery,
+    *,
+    replace_original: bool = False,
+) -> None:
+    page = edge.service.audit_trail(actor, query)
+    message = blocks.audit_trail(page)
+    edge.reply_private(respond, actor, message, replace_original=replace_original)
+
+
+def export_audit(
+    edge: SlackEdge, actor: Actor, respond: Responder, parsed: AuditExportCommand
+) -> None:
+    delivery = SlackFiles(edge.client)
+    export = edge.service.export_audit(actor, audit_query(parsed.filters), parsed.format, delivery)
+    edge.reply_private(respond, actor, blocks.audit_exported(export))
 
 
 def request_restore(
