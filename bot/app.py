@@ -77,7 +77,8 @@ class BackupBot:
         run_socket_mode(self.slack.app, self.settings.slack_app_token.reveal(), stop)
 
     def close(self) -> None:
-        self.runner.stop()
+        # The runner may be sending a restore: it ends its step before the client closes.
+        self.runner.stop(timeout=120)
         self.watcher.stop()
         self.slack.close()
         self.vps.close()

@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.audit import Actor, AuditLog
@@ -97,6 +98,7 @@ class ApprovalFacts:
     decided_at: datetime | None
     safety_backup: bool
     safety_backup_id: int | None
+    restore_requested: bool  # the restore request was (perhaps) sent: a failure may not be clean
     provider_status: int | None
     detail: str
     finished_at: datetime | None
@@ -127,6 +129,7 @@ class ApprovalFacts:
             decided_at=row.decided_at,
             safety_backup=row.safety_backup,
             safety_backup_id=row.safety_backup_id,
+            restore_requested=row.restore_requested_at is not None,
             provider_status=row.provider_status,
             detail=row.detail,
             finished_at=row.finished_at,
@@ -335,7 +338,9 @@ class RestoreApprovals:
         if not decision.allowed:
             self._deny(actor, decision, approval=approval)
         why = None
-        if actor.user_id == approval.requester_id:
+        if approval.card_ts is None:  # its card is not posted (yet, or ever): nobody saw it
+            why = NotDecidable.CLOSED
+        elif actor.user_id == approval.requester_id:
             why = NotDecidable.REQUESTER
         elif not approval.pending:
             why = NotDecidable.CLOSED
@@ -379,8 +384,7 @@ class RestoreApprovals:
             f"approved ({count})" + ("; restore is due" if done else ""), approval_id,
         )  # fmt: skip
         facts = self.get(approval_id)
-        self._board.update_card(facts)
-        self._board.tell_thread(facts, Step.APPROVED)
+        self._show(facts, Step.APPROVED)
         if done:
             self.poke()
         return facts
@@ -412,9 +416,7 @@ class RestoreApprovals:
             approval.id,
         )  # fmt: skip
         facts = self.get(approval.id)
-        self._board.update_card(facts)
-        step = Step.REJECTED if state is ApprovalState.REJECTED else Step.CANCELLED
-        self._board.tell_thread(facts, step)
+        self._show(facts, Step.REJECTED if state is ApprovalState.REJECTED else Step.CANCELLED)
         return facts
 
     # -- reading -----------------------------------------------------------------------------
@@ -445,6 +447,7 @@ class RestoreApprovals:
                     Approval.state == ApprovalState.PENDING.value,
                     Approval.requester_id != user_id,
                     Approval.expires_at > self._clock(),
+                    Approval.card_ts.is_not(None),
                 )
                 .order_by(Approval.created_at)
                 .limit(limit)
@@ -477,12 +480,13 @@ class RestoreApprovals:
                 _requester(approval), "restore.expire", Outcome.OK, approval.server.id,
                 approval.backup_id, "nobody decided in time", approval.id,
             )  # fmt: skip
-            facts = self.get(approval.id)
-            self._board.update_card(facts)
-            self._board.tell_thread(facts, Step.EXPIRED)
+            self._show(self.get(approval.id), Step.EXPIRED)
         return expired
 
     # -- plumbing ----------------------------------------------------------------------------
+
+    def _show(self, approval: ApprovalFacts, step: Step) -> None:
+        show(self._board, approval, step)
 
     def _advance(self, approval: ApprovalFacts, expected: ApprovalState, **values: Any) -> bool:
         """Compare-and-set: write `values` only if the row is still as `approval` read it."""
@@ -611,7 +615,7 @@ class ApprovalRunner:
         self.settings = decisions.settings
         self._clock = clock
         self.owner = owner or worker_name()
-        self._leases = Leases(sessions, Approval, self.owner)
+        self._leases = Leases(sessions, Approval, self.owner, clock)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -682,17 +686,33 @@ class ApprovalRunner:
             ApprovalState.READY: self._ready,
             ApprovalState.RESTORING: self._restoring_after_restart,
         }
-        while (step := steps.get(ApprovalState(row.state))) is not None and step(row):
-            pass  # each step returns True when it moved on and the next may follow at once
+        while (step := steps.get(ApprovalState(row.state))) is not None:
+            # Each step may wait on the provider: it starts with a fresh lease, and every write
+            # it makes needs that lease still live, so no other instance can act on the row
+            # meanwhile (and if one took it over, this one's writes fail instead).
+            if not self._renew(row) or not step(row):
+                return  # True from a step: it moved on, and the next may follow at once
 
     # -- steps ------------------------------------------------------------------------------
 
     def _approved(self, row: Approval) -> bool:
+        approved_at = max((a.at for a in _approvers(row.approvers)), default=row.created_at)
+        if self._clock() - approved_at > self.settings.ttl:
+            # Approved, then nothing could start for longer than a card lives (an outage):
+            # what the approver saw, the data-loss window above all, is no longer true.
+            return self._fail(row, "approved too long ago to start now; ask again")
         if not row.safety_backup:
             return self._to(row, ApprovalState.READY)
         return self._to(row, ApprovalState.SAFETY_BACKUP, safety_started_at=self._clock())
 
     def _safety_backup(self, row: Approval) -> bool:
+        started = row.safety_started_at or row.created_at
+        if self._clock() - started > self.settings.safety_timeout:
+            return self._fail(
+                row,
+                "the safety backup did not finish in time: nothing was restored",
+                action="restore.safety_backup",
+            )
         if row.safety_backup_id is None:
             return self._start_safety_backup(row)
         state = self._watcher.state_of(row.safety_backup_id)
@@ -721,34 +741,33 @@ class ApprovalRunner:
                 "nothing was restored",
                 action="restore.safety_backup",
             )
-        started = row.safety_started_at or row.created_at
-        if self._clock() - started > self.settings.safety_timeout:
-            return self._fail(
-                row,
-                f"the safety backup {row.safety_backup_id} did not finish in time: "
-                "nothing was restored",
-                action="restore.safety_backup",
-            )
         return self._wait(row)
 
     def _start_safety_backup(self, row: Approval) -> bool:
         description = safety_description(row.backup_id, row.id)
+        # Made since this step began (a minute's grace for clocks): never an older backup that
+        # happens to carry the same words.
+        since = (row.safety_started_at or row.created_at) - timedelta(minutes=1)
         try:
             # A restart between sending the create and recording it finds it here instead of
-            # making a second one.
+            # making a second one; so does the next look after an unconfirmed create.
             found = [
                 b
                 for b in self._client.list_backups(server_id=row.server_id).backups
-                if b.description == description
+                if b.description == description and b.is_manual and b.created_at >= since
             ]
-            backup = found[0] if found else self._client.create_backup(row.server_id, description)
+            if found:
+                backup = found[0]
+            elif row.safety_requested_at is not None:
+                # Asked for before (then a restart, or an unclear answer): look, never ask twice.
+                return self._wait(row, "safety backup asked for, not seen yet")
+            elif not self._leases.save(row, safety_requested_at=self._clock()):
+                return False
+            else:
+                backup = self._client.create_backup(row.server_id, description)
         except OutcomeUnknown as exc:
-            return self._fail(
-                row,
-                f"the safety backup was not confirmed ({exc.message}): nothing was restored",
-                action="restore.safety_backup",
-                status=exc.status_code,
-            )
+            # It may exist: look for it again (and never create another) until the timeout.
+            return self._wait(row, f"safety backup not confirmed yet: {exc.message}")
         except VpsError as exc:
             return self._fail(
                 row,
@@ -774,7 +793,7 @@ class ApprovalRunner:
         actor = Actor(row.requester_id, row.requester_name, row.team_id, row.card_channel_id)
         try:
             job_id = self._watcher.watch(backup, actor)
-        except Exception:
+        except IntegrityError:
             log.info("approval %s: safety backup %s is already watched", row.id, backup.id)
             return
         self._watcher.attach_thread(job_id, row.card_channel_id, row.card_ts, update_parent=False)
@@ -797,6 +816,10 @@ class ApprovalRunner:
             problem = f"backup {row.backup_id} is {backup.status}"
         if problem is not None:
             return self._fail(row, f"{problem}: the restore was refused")
+        # The re-check may have been slow: a fresh lease for the call, then the point of no
+        # return (a row found in `restoring` is never sent again).
+        if not self._renew(row):
+            return False
         if not self._to(row, ApprovalState.RESTORING, restore_requested_at=self._clock()):
             return False
         try:
@@ -807,13 +830,13 @@ class ApprovalRunner:
                 row, f"the provider answered: {exc.message}{unclear}", status=exc.status_code
             )
         detail = accepted.detail or "restore accepted"
-        if not self._to(
+        # Recorded whatever happens to the row next: the provider took the restore.
+        self._step_row(row, Action.RESTORE.value, Outcome.OK, detail, status=accepted.status_code)
+        if self._to(
             row, ApprovalState.DONE, provider_status=accepted.status_code, detail=detail[:2000],
             finished_at=self._clock(),
         ):  # fmt: skip
-            return False
-        self._step_row(row, Action.RESTORE.value, Outcome.OK, detail, status=accepted.status_code)
-        self._tell(row, Step.RESTORE_ACCEPTED)
+            self._tell(row, Step.RESTORE_ACCEPTED)
         return False
 
     def _restoring_after_restart(self, row: Approval) -> bool:
@@ -836,6 +859,10 @@ class ApprovalRunner:
             next_attempt_at=self._clock(),
             **values,
         )
+
+    def _renew(self, row: Approval) -> bool:
+        until = self._clock() + timedelta(seconds=self.settings.lease_seconds)
+        return self._leases.save(row, lease_expires_at=until)
 
     def _wait(self, row: Approval, detail: str | None = None) -> bool:
         values: dict[str, Any] = {
@@ -888,13 +915,17 @@ class ApprovalRunner:
         )
 
     def _tell(self, row: Approval, step: Step) -> None:
-        facts = ApprovalFacts.of(row)
-        try:
-            self._board.update_card(facts)
-            self._board.tell_thread(facts, step)
-        except Exception:
-            # The step is done and recorded; a card that lags behind is not worth a retry loop.
-            log.exception("approval %s: could not show %s on its card", row.id, step.value)
+        show(self._board, ApprovalFacts.of(row), step)
+
+
+def show(board: ApprovalBoard, approval: ApprovalFacts, step: Step) -> None:
+    """The card redrawn and its thread told. The step is done and recorded already: a card
+    that lags behind is logged, not worth failing the step or a retry loop."""
+    try:
+        board.update_card(approval)
+        board.tell_thread(approval, step)
+    except Exception:
+        log.exception("approval %s: could not show %s on its card", approval.id, step.value)
 
 
 def safety_description(backup_id: int, approval_id: int) -> str:

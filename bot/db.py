@@ -241,6 +241,7 @@ class Approval(Base):
     safety_backup: Mapped[bool] = mapped_column(default=True)
     safety_backup_id: Mapped[int | None] = mapped_column(BigInteger)
     safety_started_at: Mapped[datetime | None]
+    safety_requested_at: Mapped[datetime | None]  # its create was (perhaps) sent: never again
     restore_requested_at: Mapped[datetime | None]
     provider_status: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str] = mapped_column(Text, default="")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
@@ -30,10 +30,17 @@ class Leases:
     """Claims, writes and releases rows of `model` (which has `id`, `lease_owner` and
     `lease_expires_at` columns) on behalf of one worker, `owner`."""
 
-    def __init__(self, sessions: sessionmaker[Session], model: Any, owner: str) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        model: Any,
+        owner: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._sessions = sessions
         self._model = model
         self.owner = owner
+        self._clock = clock
 
     def claim(
         self,
@@ -79,13 +86,15 @@ class Leases:
             )
 
     def save(self, row: Any, *conditions: ColumnElement[bool], **values: object) -> bool:
-        """Write `values` into `row` only while this worker holds its lease (and `conditions`
-        hold); mirrors them onto `row`. False: the lease (or a condition) was lost."""
+        """Write `values` into `row` only while this worker holds a live lease on it (and
+        `conditions` hold); mirrors them onto `row`. False: the lease (or a condition) was lost.
+        A lease that ran out is lost even if nobody took it yet: another worker may any moment."""
         model = self._model
+        held = and_(model.lease_owner == self.owner, model.lease_expires_at > self._clock())
         with self._sessions.begin() as session:
             result = session.execute(
                 update(model)
-                .where(model.id == row.id, model.lease_owner == self.owner, *conditions)
+                .where(model.id == row.id, held, *conditions)
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )

@@ -152,7 +152,7 @@ class Watcher:
         self._audit = audit
         self.settings = settings or WatchSettings()
         self.owner = owner or worker_name()
-        self._leases = Leases(sessions, WatchJob, self.owner)
+        self._leases = Leases(sessions, WatchJob, self.owner, clock)
         self._clock = clock
         self._rng = rng or random.Random()
         self._stop = threading.Event()

@@ -3,6 +3,7 @@ card, the modal and the thread, the simulator as the provider (counting restore 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -432,3 +433,18 @@ def test_a_card_that_cannot_be_posted_requests_nothing(rig: ApprovalRig) -> None
     assert request.outcome == "error"
     time.sleep(0.2)
     assert rig.simulator.api_calls("POST") == []
+
+
+def test_an_unconfirmed_safety_backup_is_looked_for_never_asked_twice(
+    make_rig: Callable[..., ApprovalRig],
+) -> None:
+    rig = make_rig()
+    rig.bot.runner.settings = dataclasses.replace(
+        rig.bot.runner.settings, safety_timeout=timedelta(seconds=2)
+    )
+    rig.simulator.inject(method="POST", path="/backups/", status=502)  # and nothing was made
+    rig.approve(rig.request(rig.backup()))
+    row = rig.wait_state("failed", timeout=15)
+    assert "did not finish in time" in row.detail and row.safety_requested_at is not None
+    assert len(rig.simulator.api_calls("POST", "/backups/")) == 1  # looked for, not re-sent
+    assert rig.restore_calls() == []

@@ -356,6 +356,18 @@ def test_a_failure_while_looking_up_the_name_still_names_what_was_asked(
     assert rig.simulator.api_calls("POST") == []
 
 
+def test_a_create_is_not_sent_with_too_little_of_the_budget_left(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig()
+    rig.bot.service.answer_within = 6.0
+    rig.simulator.inject(method="GET", path="/backups/", hang=5)  # the look before the POST
+    body = rig.run("create 12345 late")
+    assert "nothing was sent" in text_of(body)
+    time.sleep(0.5)
+    assert rig.simulator.api_calls("POST") == []  # never a POST that could only end unclear
+
+
 def test_a_create_with_the_provider_hanging_is_answered_within_the_budget(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -518,12 +530,14 @@ def test_a_replayed_create_acts_once_across_two_instances(make_rig: Callable[...
     original = first.sender.post(body, timestamp=stamp)
     assert original.status == 200
     first.started("replayed")
+    retry = {"X-Slack-Retry-Num": "1"}  # not signed: it must not open a way around the check
     repeats = [
         second.sender.post(body, timestamp=stamp),
         first.sender.post(body, timestamp=stamp),
+        first.sender.post(body, timestamp=stamp, headers=retry),
     ]
-    assert [r.status for r in repeats] == [200, 200]
-    assert [r.text for r in repeats] == ["", ""]
+    assert [r.status for r in repeats] == [200, 200, 200]
+    assert [r.text for r in repeats] == ["", "", ""]
     time.sleep(0.5)
     assert len(first.simulator.api_calls("POST", "/backups/")) == 1
     assert len(first.backups_described("replayed")) == 1

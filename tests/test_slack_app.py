@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -150,6 +151,16 @@ def test_forged_and_stale_signatures_are_refused(rig: AppRig) -> None:
     assert forged.status == 401
     stale = rig.sender.post(body, timestamp=int(time.time()) - 10 * 60)
     assert stale.status == 401
+    odd = httpx.post(  # a signature that is not even ASCII
+        rig.sender.app_url,
+        content=body,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": str(int(time.time())),
+            "X-Slack-Signature": ("v0=\u00e9" + "0" * 63).encode("latin-1"),
+        },
+    )
+    assert odd.status_code == 401
     other = SlackSender(rig.sender.app_url, "not-the-secret", rig.slack)
     assert other.slash_command("list").status == 401
     assert rig.slack.calls_to("chat.postMessage") == []

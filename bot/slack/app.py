@@ -69,6 +69,7 @@ class SlackApp:
 
     def close(self) -> None:
         self.listener_pool.shutdown(wait=True, cancel_futures=False)
+        self.edge.urgent.shutdown(wait=True, cancel_futures=False)
         self.edge.pool.shutdown(wait=True, cancel_futures=False)
 
 

@@ -67,9 +67,15 @@ _STATE_ICON = {
 }
 
 
-def _state_line(state: ApprovalState) -> str:
-    words = STATE_WORDS[state]
-    return f"{_STATE_ICON[state]} {words[0].upper()}{words[1:]}"
+def state_words(approval: ApprovalFacts) -> str:
+    if approval.state is ApprovalState.FAILED and approval.restore_requested:
+        return "stopped after the restore was asked for: it may have started, check the server"
+    return STATE_WORDS[approval.state]
+
+
+def _state_line(approval: ApprovalFacts) -> str:
+    words = state_words(approval)
+    return f"{_STATE_ICON[approval.state]} {words[0].upper()}{words[1:]}"
 
 
 def long_duration(seconds: float) -> str:
@@ -87,7 +93,7 @@ def approval_card(approval: ApprovalFacts, now: datetime) -> dict[str, Any]:
     server = f"*{escape(approval.server.name)}* (`{approval.server.id}`)"
     window = long_duration(approval.loss_window(now).total_seconds())
     facts = (
-        f"Restore {server} from backup *{approval.backup_id}* · {approval.backup_type} · "
+        f"Restore {server} from backup *{approval.backup_id}* · {escape(approval.backup_type)} · "
         f"created {slack_date(approval.backup_created_at)} · "
         f"{human_size(approval.backup_size_mb)}\n"
         f"Requested by <@{approval.requester_id}>"
@@ -121,14 +127,14 @@ def approval_card(approval: ApprovalFacts, now: datetime) -> dict[str, Any]:
             )
         )
     fallback = (
-        f"Restore {approval.server.name} from backup {approval.backup_id}? "
-        f"{_state_line(approval.state)}"
+        f"Restore {escape(approval.server.name)} from backup {approval.backup_id}? "
+        f"{_state_line(approval)}"
     )
     return as_message(fallback, blocks)
 
 
 def _status(approval: ApprovalFacts) -> str:
-    lines = [f"*{_state_line(approval.state)}* · approval #{approval.id}"]
+    lines = [f"*{_state_line(approval)}* · approval #{approval.id}"]
     approvers = ", ".join(
         f"<@{a.user_id}> {slack_date(a.at, '{time}')}" for a in approval.approvers
     )
@@ -218,6 +224,16 @@ def form_not_opened() -> dict[str, Any]:
         "⚠️ The confirmation form could not be opened in time (Slack allows 3 seconds): "
         "click Approve… again."
     )
+
+
+def not_checked() -> dict[str, Any]:
+    """`response_action: errors` when the approval could not even be read (the database)."""
+    return {
+        "response_action": "errors",
+        "errors": {
+            CONFIRM_BLOCK: "Could not check this just now; nothing was approved. Try again."
+        },
+    }
 
 
 def request_posted(approval: ApprovalFacts) -> dict[str, Any]:

@@ -192,7 +192,7 @@ def backup_list(listing: Listing, *, page: int = 0, public: bool = False) -> dic
     ]
     if pager:
         blocks.append(ActionsBlock(block_id="list_pager", elements=pager))
-    return as_message(f"{title}: {summary}", blocks)
+    return as_message(f"{escape(title)}: {summary}", blocks)
 
 
 def _backup_row(backup: Backup) -> list[Block]:
@@ -200,7 +200,7 @@ def _backup_row(backup: Backup) -> list[Block]:
     expires = slack_date(backup.expires_at, "{date_short_pretty}") if backup.expires_at else "never"
     lines = [
         f"{icon} *Backup {backup.id}* · {escape(backup.server.name)} (`{backup.server.id}`) · "
-        f"{backup.backup_type} · {escape(backup.status)}",
+        f"{escape(backup.backup_type)} · {escape(backup.status)}",
         f"{human_size(backup.size_mb)} · created {slack_date(backup.created_at)} · "
         f"expires {expires}",
     ]
@@ -248,7 +248,7 @@ def backup_started(backup: Backup, requester_id: str) -> dict[str, Any]:
         backup.description,
         icon=_STATUS_ICON[backup.phase],
         status=status,
-        fallback=f"Backup {backup.id} of {backup.server.name} started by <@{requester_id}>",
+        fallback=f"Backup {backup.id} of {escape(backup.server.name)} started by <@{requester_id}>",
     )
 
 
@@ -284,19 +284,19 @@ def delete_card(backup: Backup) -> dict[str, Any]:
     text = (
         f"*Delete backup {backup.id}?* This cannot be undone.\n"
         f"Server: *{escape(backup.server.name)}* (`{backup.server.id}`)\n"
-        f"Type: {backup.backup_type} · Status: {escape(backup.status)}\n"
+        f"Type: {escape(backup.backup_type)} · Status: {escape(backup.status)}\n"
         f"Created: {slack_date(backup.created_at)} · Expires: {expires}\n"
         f"Size: {human_size(backup.size_mb)}"
     )
     confirm = ConfirmObject(
         title="Delete this backup?",
-        text=f"Backup {backup.id} of {backup.server.name[:80]} will be gone for good.",
+        text=f"Backup {backup.id} of {escape(backup.server.name[:80])} will be gone for good.",
         confirm="Delete",
         deny="Keep it",
         style="danger",
     )
     return as_message(
-        f"Delete backup {backup.id} of {backup.server.name}?",
+        f"Delete backup {backup.id} of {escape(backup.server.name)}?",
         [
             SectionBlock(text=MarkdownTextObject(text=text)),
             *_description(backup.description, 200),
@@ -478,7 +478,7 @@ def backup_started_final(job: FinishedBackup) -> dict[str, Any]:
         job.description,
         icon=_OUTCOME_ICON.get(job.state, "•"),
         status=status,
-        fallback=f"Backup {job.backup_id} of {job.server_name}: {status}",
+        fallback=f"Backup {job.backup_id} of {escape(job.server_name)}: {status}",
     )
 
 

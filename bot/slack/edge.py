@@ -15,7 +15,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from slack_bolt import Respond
@@ -105,6 +105,10 @@ class SlackEdge:
     directory: SlackDirectory
     client: WebClient
     pool: ThreadPoolExecutor
+    # Work that races a clock (a trigger_id lives 3 s): never queued behind slow provider calls.
+    urgent: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="backupbot-urgent")
+    )
 
     def actor(
         self,
@@ -152,6 +156,7 @@ class SlackEdge:
         who: Callable[[], Actor],
         what: str,
         waiting: Waiting = Waiting.NONE,
+        urgent: bool = False,
     ) -> Future[None]:
         """Run `job(who(), respond)` off Bolt's pool, within the provider time budget; any failure
         becomes a message to the person. `waiting`: how to say "waiting for the provider…" if the
@@ -175,7 +180,7 @@ class SlackEdge:
             finally:
                 patient.done()
 
-        future = self.pool.submit(run)
+        future = (self.urgent if urgent else self.pool).submit(run)
         future.add_done_callback(_log_escaped)
         return future
 

@@ -21,7 +21,7 @@ from bot.service import (
     ServiceError,
     UnknownServer,
 )
-from bot.slack.approval_blocks import STATE_WORDS
+from bot.slack.approval_blocks import state_words
 from bot.slack.blocks import NOT_POSTABLE, escape, notice
 from bot.slack.parser import COMMAND_NAME
 from bot.vps.errors import OutcomeUnknown
@@ -161,4 +161,4 @@ def _not_decidable(error: NotDecidable) -> str:
         return "You have approved this restore already; it needs another approver."
     if error.why == NotDecidable.EXPIRED:
         return "This approval has expired; ask for the restore again."
-    return f"This approval is no longer open: {STATE_WORDS[approval.state]}."
+    return f"This approval is no longer open: {state_words(approval)}."

@@ -62,7 +62,7 @@ def wsgi_app(
         if isinstance(shape, str):
             log.warning("refusing a signed request Slack would not send: %s", shape)
             return _json(start_response, "400 Bad Request", {"ok": False, "error": shape})
-        key = _request_key(shape, headers, environ.get("HTTP_X_SLACK_RETRY_NUM"))
+        key = _request_key(shape, headers)
         if first_time is not None and key is not None and not first_time(key):
             log.warning("a request already acted on came again (replay or retry): not acting")
             start_response("200 OK", [("Content-Length", "0")])
@@ -89,7 +89,7 @@ def wsgi_app(
 def _signed(verifier: SignatureVerifier, body: bytes, headers: dict[str, str]) -> bool:
     try:
         return verifier.is_valid_request(body, headers)
-    except ValueError:  # a timestamp that is not a number
+    except (ValueError, TypeError):  # a timestamp that is not a number, a non-ASCII signature
         return False
 
 
@@ -131,17 +131,15 @@ def _json_object(text: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _request_key(
-    shape: dict[str, Any], headers: dict[str, str], retry_num: str | None
-) -> str | None:
+def _request_key(shape: dict[str, Any], headers: dict[str, str]) -> str | None:
     """What identifies a request for replay detection: an event by its id (Slack retries carry
-    the same one under a new signature), anything else by its signature."""
+    the same one under a new signature), anything else by its signature. (`X-Slack-Retry-Num`
+    is not signed: it changes nothing here.)"""
     event_id = shape.get("event_id")
     if isinstance(event_id, str) and event_id:
         return fingerprint("event", event_id)
-    if retry_num is not None or not headers["x-slack-signature"]:
-        return None
-    return fingerprint("signature", headers["x-slack-signature"])
+    signature = headers["x-slack-signature"]
+    return fingerprint("signature", signature) if signature else None
 
 
 def _json(start_response: Callable[..., Any], status: str, payload: Any) -> list[bytes]:

@@ -74,6 +74,10 @@ _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # Answers that mean the provider did not act on the request, even for a POST: a 503 may come
 # from a gateway that passed the request on, so only a rate limit counts.
 _NOT_PROCESSED_STATUSES = frozenset({429})
+# Seconds of budget a state-changing POST needs left before it is sent at all (at most a third
+# of the whole budget).
+_POST_FLOOR = 5.0
+_budget: ContextVar[float] = ContextVar("vps_budget", default=0.0)
 # The end of the current time budget (time.monotonic()), per thread; None: no budget.
 _deadline: ContextVar[float | None] = ContextVar("vps_deadline", default=None)
 _BUSY_WORDS = ("in progress", "already running", "busy", "currently being", "locked")
@@ -146,10 +150,24 @@ class BackupsClient:
     def budget(self, seconds: float) -> Iterator[None]:
         """Bound every call this thread makes inside the block to `seconds` in all."""
         token = _deadline.set(time.monotonic() + seconds)
+        total = _budget.set(seconds)
         try:
             yield
         finally:
             _deadline.reset(token)
+            _budget.reset(total)
+
+    def _enough_time_to_post(self, what: str) -> None:
+        """A POST that changes something is not sent with too little of the budget left: cut
+        short by its own timeout it would be unclear, and then it must never be sent again."""
+        deadline = _deadline.get()
+        floor = min(_POST_FLOOR, _budget.get() / 3)
+        if deadline is not None and deadline - time.monotonic() < floor:
+            log.info("%s: not sent, the time budget is nearly used up", what)
+            raise ProviderUnavailable(
+                "The VPS provider is answering slowly, so nothing was sent yet. Try again in a "
+                "minute."
+            )
 
     def _request_timeout(self) -> httpx.Timeout:
         deadline = _deadline.get()
@@ -176,6 +194,12 @@ class BackupsClient:
         unreadable, unreadable_ids = page.unreadable, set(page.unreadable_ids)
         pages = 1
         while page.following is not None:
+            deadline = _deadline.get()
+            if deadline is not None and time.monotonic() > deadline:
+                raise ProviderUnavailable(
+                    f"The VPS provider's backup list is long and slow today ({pages} pages read "
+                    "in the time there was). Try again later."
+                )
             if pages >= _MAX_PAGES:
                 raise UnexpectedResponse(f"The provider's backup list ran past {_MAX_PAGES} pages.")
             # A relative link is relative to the page it came in (httpx's base_url would not be).
@@ -205,6 +229,7 @@ class BackupsClient:
         what = f"create a backup of server {server_id}"
         attempt = 0
         while True:
+            self._enough_time_to_post(what)
             try:
                 response = self._http.post("backups/", json=body, timeout=self._request_timeout())
             except _NOT_SENT as exc:
@@ -270,6 +295,7 @@ class BackupsClient:
         what = f"restore server {server_id} from backup {backup_id}"
         attempt = 0
         while True:
+            self._enough_time_to_post(what)
             try:
                 response = self._http.post(
                     path, json={"backup_id": backup_id}, timeout=self._request_timeout()
@@ -419,9 +445,10 @@ class BackupsClient:
     ) -> Backup:
         """After a POST that may have created a backup, find it by listing for a short window.
 
-        Ours is a new manual backup with our description; never a second POST. Someone waiting
-        (a time budget) gets what is left of it and a second more, so a POST that used it all up
-        is still looked for once; the background (no budget) looks for the whole window.
+        Ours is a new manual backup with our description; never a second POST. It looks
+        `reconcile_attempts` times, `reconcile_delay` apart; someone waiting (a time budget) gets
+        what is left of it and a second more, so a POST that used it all up is still looked for
+        once. (The approvals runner, which has no one waiting, looks again on its next rounds.)
         """
         window = self.reconcile_attempts * (self.reconcile_delay + (self._timeout.read or 10.0))
         deadline = _deadline.get()

@@ -56,6 +56,7 @@ def upgrade() -> None:
         sa.Column("safety_backup", sa.Boolean(), nullable=False),
         sa.Column("safety_backup_id", sa.BigInteger(), nullable=True),
         sa.Column("safety_started_at", when(), nullable=True),
+        sa.Column("safety_requested_at", when(), nullable=True),
         sa.Column("restore_requested_at", when(), nullable=True),
         sa.Column("provider_status", sa.Integer(), nullable=True),
         sa.Column("detail", sa.Text(), nullable=False),

@@ -54,7 +54,7 @@ def _approve_clicked(edge: SlackEdge) -> Any:
                 edge.reply_private(reply, actor, approval_blocks.form_not_opened())
 
         who = lambda: edge.actor_of(body)  # noqa: E731
-        edge.later(job, respond=respond, who=who, what="open the approval form")
+        edge.later(job, respond=respond, who=who, what="open the approval form", urgent=True)
 
     return handle_approve
 
@@ -90,6 +90,11 @@ def _confirmation_submitted(edge: SlackEdge) -> Any:
             approval = edge.approvals.get(approval_id) if approval_id else None
         except NoSuchApproval:
             approval = None
+        except Exception:
+            # The form stays open and says so, rather than closing as if it had worked.
+            log.exception("could not read the approval a confirmation is for")
+            ack(**approval_blocks.not_checked())
+            return
         if approval is None:
             log.warning("ignoring a confirmation for an approval that does not exist")
             ack()
