@@ -500,14 +500,15 @@ class AuditLog:
         else:
             trusted = []
         walk = replace(self._walk(anchor, trusted), keyed=key is not None)
-        if not forged or walk.checkpoint_failed:
+        if not forged:
             return walk
-        more = f"; {len(forged) - 1} more like it" if len(forged) > 1 else ""
-        return replace(
-            walk,
-            checkpoint_failed=f"{forged[0].describe()} is forged: its signature does not hold "
-            f"under AUDIT_SIGNING_KEY, so it is not trusted{more}",
+        more = f" ({len(forged) - 1} more like it)" if len(forged) > 1 else ""
+        found = (
+            f"{forged[0].describe()} is forged: its signature does not hold under "
+            f"AUDIT_SIGNING_KEY, so it is not trusted{more}"
         )
+        also = f"; also, {walk.checkpoint_failed}" if walk.checkpoint_failed else ""
+        return replace(walk, checkpoint_failed=found + also)
 
     def _walk(self, anchor: Checkpoint | None, checkpoints: list[Checkpoint]) -> Verification:
         after = anchor.last_id if anchor and anchor.last_id is not None else 0
@@ -617,12 +618,10 @@ class AuditLog:
                     AuditEvent.id > after, AuditEvent.occurred_at >= cutoff
                 )
             )
-            removable = select(AuditEvent).where(AuditEvent.id > after)
+            removable = select(func.count(), func.max(AuditEvent.id)).where(AuditEvent.id > after)
             if first_kept is not None:
                 removable = removable.where(AuditEvent.id < first_kept)
-            count, last = session.execute(
-                select(func.count(), func.max(AuditEvent.id)).select_from(removable.subquery())
-            ).one()
+            count, last = session.execute(removable).one()
             if not count:
                 return PruneResult(checkpoint, None, 0)
             head = session.scalar(select(AuditEvent.row_hash).where(AuditEvent.id == last))
