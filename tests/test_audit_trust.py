@@ -225,3 +225,14 @@ def test_four_processes_write_one_chain(sessions: sessionmaker[Session], databas
     assert result.ok and result.rows == 2000, result
     with sessions() as session:
         assert session.scalar(select(func.count(func.distinct(AuditEvent.prev_hash)))) == 2000
+
+
+def test_the_key_is_never_stored(sessions: sessionmaker[Session]) -> None:
+    log = AuditLog(sessions)
+    _fill(log, 3)
+    log.checkpoint(KEY)
+    log.prune(KEY, timedelta(days=1), now=utcnow() + timedelta(days=2))
+    with sessions() as session:
+        for table in ("audit_events", "audit_checkpoints"):
+            for row in session.execute(text(f"SELECT * FROM {table}")):  # noqa: S608
+                assert KEY not in repr(tuple(row))
