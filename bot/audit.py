@@ -20,7 +20,8 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
@@ -656,6 +657,53 @@ class AuditLog:
             writer.writerow([*map(_inert, cells), event.prev_hash, event.row_hash])
             count += 1
         return count
+
+
+class CheckpointWriter:
+    """Writes a signed checkpoint whenever one is due (`every`), checking each `tick` on its own
+    daemon thread. Several instances may each write one: harmless. `on_checkpoint` receives each
+    new checkpoint (posting it to AUDIT_CHANNEL is the Slack side's job); its errors are logged."""
+
+    def __init__(
+        self,
+        audit: AuditLog,
+        key: str,
+        every: timedelta,
+        *,
+        tick: float = 60.0,
+        on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    ) -> None:
+        self._audit, self._key, self._every, self._tick = audit, key, every, tick
+        self.on_checkpoint = on_checkpoint
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> Checkpoint | None:
+        try:
+            checkpoint = self._audit.checkpoint_if_due(self._key, self._every)
+            if checkpoint is not None and self.on_checkpoint is not None:
+                self.on_checkpoint(checkpoint)
+            return checkpoint
+        except Exception as exc:  # a worker: log and try again next tick
+            log.warning("audit checkpoint failed: %s", type(exc).__name__)
+            return None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._loop, name="audit-checkpoints", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            self._stop.wait(self._tick)
 
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

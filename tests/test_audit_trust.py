@@ -236,3 +236,18 @@ def test_the_key_is_never_stored(sessions: sessionmaker[Session]) -> None:
         for table in ("audit_events", "audit_checkpoints"):
             for row in session.execute(text(f"SELECT * FROM {table}")):  # noqa: S608
                 assert KEY not in repr(tuple(row))
+
+
+def test_the_checkpoint_writer_writes_when_due(sessions: sessionmaker[Session]) -> None:
+    from bot.audit import CheckpointWriter
+
+    log = AuditLog(sessions)
+    _fill(log, 2)
+    posted: list[Checkpoint] = []
+    writer = CheckpointWriter(log, KEY, timedelta(hours=24), on_checkpoint=posted.append)
+    first = writer.run_once()
+    assert first is not None and first.rows == 2 and posted == [first]
+    assert writer.run_once() is None  # not due again for a day
+    writer.start()
+    writer.stop()
+    assert log.checkpoints() == [first]
