@@ -183,7 +183,7 @@ class Checkpoint:
                 head=str(data["head"]),
                 created_at=datetime.fromisoformat(data["created_at"]).astimezone(UTC),
                 signature=str(data["signature"]),
-                id=data.get("id"),
+                id=None if data.get("id") is None else int(data["id"]),
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CheckpointError(
