@@ -17,7 +17,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.approvals import ApprovalRunner, ApprovalSettings, RestoreApprovals
-from bot.audit import AuditLog
+from bot.audit import AuditLog, CheckpointWriter
 from bot.config import Settings
 from bot.db import ensure_schema, make_engine, make_session_factory
 from bot.policy import Policy
@@ -44,6 +44,7 @@ class BackupBot:
     watcher: Watcher
     runner: ApprovalRunner
     slack: SlackApp
+    checkpoints: CheckpointWriter | None = None  # with AUDIT_SIGNING_KEY: signed checkpoints
 
     def healthy(self) -> bool:
         """Whether the database answers (for `/healthz`)."""
@@ -60,6 +61,8 @@ class BackupBot:
         a restart left half-done included)."""
         self.watcher.start()
         self.runner.start()
+        if self.checkpoints is not None:
+            self.checkpoints.start()
         return self
 
     def http_server(self, host: str = "0.0.0.0", port: int = 3000) -> HttpServer:  # noqa: S104
@@ -77,6 +80,8 @@ class BackupBot:
         run_socket_mode(self.slack.app, self.settings.slack_app_token.reveal(), stop)
 
     def close(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.stop()
         # The runner may be sending a restore: it ends its step before the client closes.
         self.runner.stop(timeout=120)
         self.watcher.stop()
@@ -155,8 +160,10 @@ def build_app(
         vps.close()
         engine.dispose()
         raise
+    key, every = settings.audit_signing_key, timedelta(hours=settings.audit_checkpoint_hours)
+    checkpoints = CheckpointWriter(audit, key.reveal(), every) if key else None
     return BackupBot(
-        settings, engine, sessions, vps, service, approvals, watcher, runner, slack_app
+        settings, engine, sessions, vps, service, approvals, watcher, runner, slack_app, checkpoints
     )
 
 

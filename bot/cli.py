@@ -10,11 +10,14 @@ import socket
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from bot.ages import AgeError, parse_age
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure as configure_logging
+
+if TYPE_CHECKING:
+    from bot.audit import AuditLog
 
 
 class _CommandFailed(Exception):
@@ -71,13 +74,33 @@ def build_parser() -> argparse.ArgumentParser:
         )
         console.add_arguments(chat)
 
-    audit = commands.add_parser("audit", help="the audit log (audit verify, audit export)")
+    audit = commands.add_parser(
+        "audit", help="the audit log (audit verify, checkpoint, export, prune)"
+    )
     audit_commands = audit.add_subparsers(
         dest="audit_command", required=True, metavar="AUDIT_COMMAND", parser_class=_Parser
     )
-    audit_commands.add_parser(
+    verify = audit_commands.add_parser(
         "verify",
-        help="check the audit log's hash chain; exit 1 if a row was edited, removed or moved",
+        help="check the audit log's hash chain and signed checkpoints; exit 1 if a row was "
+        "edited, removed or moved, the newest rows cut off, or a checkpoint forged",
+    )
+    verify.add_argument(
+        "--checkpoint",
+        metavar="FILE_OR_JSON",
+        default=None,
+        help="check against this checkpoint (a JSON line from `audit checkpoint`, or a file "
+        "holding one) instead of the stored ones; needs AUDIT_SIGNING_KEY",
+    )
+    audit_commands.add_parser(
+        "checkpoint",
+        help="sign and store the log's state (rows, newest row, its hash) with "
+        "AUDIT_SIGNING_KEY; print it as one JSON line to keep elsewhere too",
+    )
+    audit_commands.add_parser(
+        "prune",
+        help="remove rows older than AUDIT_RETENTION_DAYS (a checkpoint first; the chain still "
+        "verifies)",
     )
     export = audit_commands.add_parser("export", help="write the audit log as CSV")
     export.add_argument(
@@ -252,7 +275,7 @@ def _age(value: str) -> timedelta:
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from bot.audit import AuditLog
+    from bot.audit import AuditBroken, AuditLog, AuditUnavailable, CheckpointError
     from bot.db import (
         SchemaOutOfDate,
         current_revision,
@@ -265,21 +288,20 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         raise _CommandFailed(f"no database at {missing}: check DATABASE_URL")
     engine = make_engine(settings.database_url)
+    # Alembic's "Context impl …" lines are noise here: an error stays one line.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     try:
         if current_revision(engine) != head_revision():
             raise SchemaOutOfDate("the database is not up to date: run `backupbot db upgrade`")
         log = AuditLog(make_session_factory(engine))
+        key = settings.audit_signing_key.reveal() if settings.audit_signing_key else None
         if args.audit_command == "verify":
-            result = log.verify()
-            if not result.ok:
-                print(
-                    f"audit log BROKEN at row {result.broken_at}: {result.reason} "
-                    f"({result.rows} rows checked)",
-                    file=sys.stderr,
-                )
-                return 1
-            print(f"audit log intact: {result.rows} rows, head {result.head}")
+            return _audit_verify(log, key, args.checkpoint)
+        if args.audit_command == "checkpoint":
+            print(log.checkpoint(_signing_key(key, "write a checkpoint")).to_json())
             return 0
+        if args.audit_command == "prune":
+            return _audit_prune(log, _signing_key(key, "prune"), settings.audit_retention_days)
         since = datetime.now(UTC) - args.since if args.since else None
         if args.output == "-":
             log.export_csv(sys.stdout, since)
@@ -288,14 +310,84 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
                 count = log.export_csv(out, since)
             print(f"{count} audit rows written to {args.output}", file=sys.stderr)
         return 0
-    except SchemaOutOfDate as exc:
+    except (SchemaOutOfDate, AuditUnavailable, AuditBroken, CheckpointError) as exc:
         raise _CommandFailed(str(exc)) from None
     except SQLAlchemyError as exc:
-        raise _CommandFailed(f"cannot read the audit log: {_db_reason(exc)}") from None
+        raise _CommandFailed(f"cannot use the audit log: {_db_reason(exc)}") from None
     except OSError as exc:
         raise _CommandFailed(f"cannot write {args.output}: {exc.strerror}") from None
     finally:
         engine.dispose()
+
+
+def _signing_key(key: str | None, purpose: str) -> str:
+    if key is None:
+        raise _CommandFailed(
+            f"AUDIT_SIGNING_KEY is not set: it is needed to {purpose} (a random string of at "
+            "least 16 characters, kept out of the database)"
+        )
+    return key
+
+
+def _audit_verify(log: AuditLog, key: str | None, given: str | None) -> int:
+    from bot.audit import Checkpoint
+
+    checkpoint = None
+    if given is not None:
+        _signing_key(key, "check a checkpoint")
+        checkpoint = Checkpoint.from_json(_checkpoint_text(given))
+    result = log.verify(key, checkpoint)
+    if not result.ok:
+        where = f" at row {result.broken_at}" if result.broken_at is not None else ""
+        why = result.reason or result.checkpoint_failed
+        if result.reason and result.checkpoint_failed:
+            why += f"; also, {result.checkpoint_failed}"
+        print(f"audit log BROKEN{where}: {why} ({result.rows} rows checked)", file=sys.stderr)
+        return 1
+    start = f", starting after {result.anchor.describe()}" if result.anchor else ""
+    if key is None:
+        trust = " (chain only: AUDIT_SIGNING_KEY is not set, so no checkpoint was checked)"
+    elif result.checkpoint is None:
+        trust = " (chain only: no signed checkpoint yet; run `backupbot audit checkpoint`)"
+    else:
+        others = result.checkpoints_checked - 1
+        more = f" and {others} earlier" if others > 0 else ""
+        trust = f"; matches {result.checkpoint.describe()}{more}"
+    print(f"audit log intact: {result.rows} rows, head {result.head}{start}{trust}")
+    return 0
+
+
+def _checkpoint_text(given: str) -> str:
+    """The checkpoint's JSON: given inline, or the last JSON line of a file."""
+    from bot.audit import CheckpointError
+
+    if given.lstrip().startswith("{"):
+        return given
+    try:
+        with open(given, encoding="utf-8") as handle:
+            lines = [line.strip() for line in handle if line.strip().startswith("{")]
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {given}: {exc.strerror}") from None
+    if not lines:
+        raise CheckpointError(f"{given} holds no checkpoint (a JSON line)")
+    return lines[-1]
+
+
+def _audit_prune(log: AuditLog, key: str, days: int | None) -> int:
+    if days is None:
+        raise _CommandFailed(
+            "AUDIT_RETENTION_DAYS is not set, so audit rows are kept forever and nothing is pruned"
+        )
+    result = log.prune(key, timedelta(days=days))
+    print(result.checkpoint.to_json())
+    if result.anchor is None:
+        print(f"nothing to prune: no audit row is older than {days} days")
+    else:
+        print(
+            f"pruned {result.removed} audit rows older than {days} days, up to row "
+            f"{result.anchor.last_id}; the chain now starts after {result.anchor.describe()}"
+        )
+    return 0
 
 
 def _missing_sqlite_file(url: str) -> str | None:

@@ -89,6 +89,10 @@ class Settings:
     watch_deadline_hours: float = 24.0
     worker_lease_seconds: float = 300.0
     log_level: str = "INFO"
+    audit_signing_key: Secret | None = None  # HMAC key of audit checkpoints; never stored
+    audit_channel: str | None = None  # where checkpoints are posted (the Slack side)
+    audit_checkpoint_hours: float = 24.0
+    audit_retention_days: int | None = None  # None: keep audit rows forever
 
     @property
     def socket_mode(self) -> bool:
@@ -111,6 +115,7 @@ class Settings:
             self.slack_signing_secret,
             self.slack_app_token,
             self.vps_api_token,
+            self.audit_signing_key,
         )
         found = [value.reveal() for value in values if value]
         password = make_url(self.database_url).password
@@ -171,11 +176,38 @@ def load_settings(
         watch_deadline_hours=_number(get("WATCH_DEADLINE_HOURS"), "WATCH_DEADLINE_HOURS", 24.0),
         worker_lease_seconds=_number(get("WORKER_LEASE_SECONDS"), "WORKER_LEASE_SECONDS", 300.0),
         log_level=_log_level(get("LOG_LEVEL")),
+        audit_signing_key=_signing_key(get("AUDIT_SIGNING_KEY")),
+        audit_channel=_channel(get("AUDIT_CHANNEL"), "AUDIT_CHANNEL"),
+        audit_checkpoint_hours=_number(
+            get("AUDIT_CHECKPOINT_HOURS"), "AUDIT_CHECKPOINT_HOURS", 24.0
+        ),
+        audit_retention_days=_retention(get("AUDIT_RETENTION_DAYS")),
     )
 
 
 def _secret(value: str | None) -> Secret | None:
     return Secret(value) if value else None
+
+
+_MIN_KEY_LENGTH = 16
+
+
+def _signing_key(value: str | None) -> Secret | None:
+    if value is None:
+        return None
+    if len(value) < _MIN_KEY_LENGTH:
+        # Its length is said, never the value.
+        raise ConfigError(
+            f"AUDIT_SIGNING_KEY must be at least {_MIN_KEY_LENGTH} characters (a random string, "
+            "e.g. from `python -c 'import secrets; print(secrets.token_hex(32))'`)"
+        )
+    return Secret(value)
+
+
+def _retention(value: str | None) -> int | None:
+    if value is None:
+        return None
+    return int(_number(value, "AUDIT_RETENTION_DAYS", 0, integer=True))
 
 
 def _token(value: str | None, name: str, prefix: str) -> Secret | None:
@@ -237,6 +269,8 @@ _MAXIMUM = {
     "WATCH_POLL_SECONDS": 3600,
     "WATCH_DEADLINE_HOURS": 30 * 24,
     "WORKER_LEASE_SECONDS": 3600,
+    "AUDIT_CHECKPOINT_HOURS": 30 * 24,
+    "AUDIT_RETENTION_DAYS": 100 * 366,
 }
 
 

@@ -107,6 +107,31 @@ class AuditEvent(Base):
         )
 
 
+class AuditCheckpoint(Base):
+    """A signed statement of the audit chain's state: how many rows, the newest row and its hash.
+
+    `kind` "checkpoint": taken by `backupbot audit checkpoint` (or a worker); "anchor": written by
+    a prune, naming the last removed row, where `verify` starts the chain. The HMAC-SHA256
+    `signature` is kept; the key (AUDIT_SIGNING_KEY) never is. Rows are only added (triggers).
+    """
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (
+        CheckConstraint("kind IN ('checkpoint', 'anchor')", name="ck_audit_checkpoints_kind"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime]
+    row_count: Mapped[int] = mapped_column(BigInteger)  # rows in the chain up to last_row_id
+    last_row_id: Mapped[int | None] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(64))
+
+    def __repr__(self) -> str:
+        return f"AuditCheckpoint(id={self.id}, kind={self.kind!r}, rows={self.row_count})"
+
+
 class WatchState(enum.StrEnum):
     WATCHING = "watching"
     COMPLETED = "completed"

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import threading
 from datetime import timedelta
+from pathlib import Path
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.audit import GENESIS, Actor, AuditLog
 from bot.db import AuditEvent, Outcome, make_engine, make_session_factory
 
 ALICE = Actor("U_ALICE", "alice", "T111", "C_OPS")
+_MIGRATION = Path(__file__).resolve().parent.parent / "migrations/versions/0006_audit_trust.py"
+
+
+def drop_triggers(sessions: sessionmaker[Session]) -> None:
+    """What an attacker with the database does first: the append-only triggers go."""
+    spec = importlib.util.spec_from_file_location("audit_trust_migration", _MIGRATION)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    with sessions.begin() as session:
+        postgres = session.get_bind().dialect.name == "postgresql"
+        for statement in migration.POSTGRES_DROP if postgres else migration.SQLITE_DROP:
+            session.execute(text(statement))
 
 
 def _fill(log: AuditLog, count: int) -> list[AuditEvent]:
@@ -45,6 +60,7 @@ def test_an_untouched_log_verifies_and_reports_its_head(sessions: sessionmaker[S
 def test_an_edited_row_is_found(sessions: sessionmaker[Session]) -> None:
     log = AuditLog(sessions)
     rows = _fill(log, 5)
+    drop_triggers(sessions)
     with sessions.begin() as session:
         session.execute(
             update(AuditEvent).where(AuditEvent.id == rows[2].id).values(outcome="denied")
@@ -57,6 +73,7 @@ def test_an_edited_row_is_found(sessions: sessionmaker[Session]) -> None:
 def test_a_removed_row_is_found(sessions: sessionmaker[Session]) -> None:
     log = AuditLog(sessions)
     rows = _fill(log, 5)
+    drop_triggers(sessions)
     with sessions.begin() as session:
         session.execute(delete(AuditEvent).where(AuditEvent.id == rows[1].id))
     result = log.verify()
@@ -70,6 +87,7 @@ def test_a_rechained_forgery_still_breaks_at_the_edit(sessions: sessionmaker[Ses
 
     log = AuditLog(sessions)
     rows = _fill(log, 4)
+    drop_triggers(sessions)
     with sessions.begin() as session:
         event = session.get(AuditEvent, rows[1].id)
         assert event is not None

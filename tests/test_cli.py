@@ -229,6 +229,9 @@ def test_audit_verify_and_export(tmp_path: Path) -> None:
     lines = (tmp_path / "out.csv").read_text().splitlines()
     assert len(lines) == 4 and "1001" in lines[2]
 
+    from tests.test_audit import drop_triggers
+
+    drop_triggers(sessions)
     with sessions.begin() as session:
         session.execute(update(AuditEvent).where(AuditEvent.backup_id == 1001).values(detail="x"))
     engine.dispose()
@@ -237,3 +240,92 @@ def test_audit_verify_and_export(tmp_path: Path) -> None:
     assert "BROKEN at row 2" in broken.stderr
     bad_age = _run("audit", "export", "--since", "soon", cwd=tmp_path, DATABASE_URL=url)
     assert bad_age.returncode == 2 and "7d" in bad_age.stderr
+
+
+AUDIT_KEY = "cli-audit-signing-key-0123456789"
+
+
+def test_audit_checkpoint_verify_and_prune(tmp_path: Path) -> None:
+    """Checkpoints as JSON lines, verify against them (stored or given), prune; the key is never
+    in the output, the logs or the database."""
+    import json
+
+    from sqlalchemy import text
+
+    from bot.audit import Actor, AuditLog
+    from bot.db import Outcome, make_engine, make_session_factory
+    from tests.test_audit import drop_triggers
+
+    url = f"sqlite:///{tmp_path / 'bot.db'}"
+    keyed = {"DATABASE_URL": url, "AUDIT_SIGNING_KEY": AUDIT_KEY}
+    outputs: list[str] = []
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        result = _run(*args, cwd=tmp_path, **env)
+        outputs.append(result.stdout + result.stderr)
+        assert "Traceback" not in result.stderr
+        return result
+
+    assert run("db", "upgrade", DATABASE_URL=url).returncode == 0
+    engine = make_engine(url)
+    sessions = make_session_factory(engine)
+    log = AuditLog(sessions)
+    for backup_id in range(1000, 1005):
+        log.record(Actor("U_ALICE", "alice"), "delete", Outcome.OK, backup_id=backup_id)
+
+    unkeyed = run("audit", "checkpoint", DATABASE_URL=url)
+    assert unkeyed.returncode == 2 and len(unkeyed.stderr.splitlines()) == 1
+    assert "AUDIT_SIGNING_KEY is not set" in unkeyed.stderr
+
+    made = run("audit", "checkpoint", **keyed)
+    assert made.returncode == 0, made.stderr
+    line = made.stdout.strip()
+    assert len(line.splitlines()) == 1
+    checkpoint = json.loads(line)
+    assert checkpoint["rows"] == 5 and checkpoint["last_id"] == 5 and checkpoint["id"] == 1
+    (tmp_path / "cp.json").write_text(line + "\n")
+
+    chain_only = run("audit", "verify", DATABASE_URL=url)
+    assert chain_only.returncode == 0 and "chain only" in chain_only.stdout
+    full = run("audit", "verify", **keyed)
+    assert full.returncode == 0 and "matches checkpoint #1" in full.stdout, full.stdout
+
+    drop_triggers(sessions)
+    with sessions.begin() as session:
+        session.execute(text("DELETE FROM audit_events WHERE id >= 4"))
+        session.execute(text("DELETE FROM audit_checkpoints"))  # the stored one goes too
+    stored = run("audit", "verify", **keyed)
+    assert stored.returncode == 0 and "no signed checkpoint yet" in stored.stdout
+    given = run("audit", "verify", "--checkpoint", "cp.json", **keyed)
+    assert given.returncode == 1 and len(given.stderr.splitlines()) == 1
+    assert "BROKEN at row 5" in given.stderr and "newest rows were removed" in given.stderr
+    forged = dict(checkpoint, rows=3, last_id=3)
+    faked = run("audit", "verify", "--checkpoint", json.dumps(forged), **keyed)
+    assert faked.returncode == 1 and "forged" in faked.stderr
+    garbage = run("audit", "verify", "--checkpoint", "{nope", **keyed)
+    assert garbage.returncode == 2 and len(garbage.stderr.splitlines()) == 1
+
+    no_retention = run("audit", "prune", **keyed)
+    assert no_retention.returncode == 2 and "AUDIT_RETENTION_DAYS" in no_retention.stderr
+    with sessions.begin() as session:
+        session.execute(text("UPDATE audit_events SET detail = 'edited' WHERE id = 2"))
+    refused = run("audit", "prune", **keyed, AUDIT_RETENTION_DAYS="1")
+    assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1
+    assert "nothing was pruned" in refused.stderr
+
+    fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    fresh = dict(keyed, DATABASE_URL=fresh_url, AUDIT_RETENTION_DAYS="30")
+    assert run("db", "upgrade", DATABASE_URL=fresh_url).returncode == 0
+    fresh_engine = make_engine(fresh_url)
+    AuditLog(make_session_factory(fresh_engine)).record(Actor("U_BOB"), "list", Outcome.OK)
+    pruned = run("audit", "prune", **fresh)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "nothing to prune" in pruned.stdout and json.loads(pruned.stdout.splitlines()[0])
+    assert run("audit", "verify", **fresh).returncode == 0
+    engine.dispose()
+    fresh_engine.dispose()
+
+    for database in ("bot.db", "fresh.db"):
+        for path in tmp_path.glob(f"{database}*"):
+            assert AUDIT_KEY.encode() not in path.read_bytes()
+    assert not any(AUDIT_KEY in output for output in outputs)

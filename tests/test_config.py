@@ -115,3 +115,28 @@ def test_configured_secrets_are_masked_in_every_log_line() -> None:
     for secret in (TOKEN, "vps-secret-9000", "pg-pass-123"):
         assert secret not in text
     assert text.count(MASK) >= 3
+
+
+def test_audit_settings() -> None:
+    key = "audit-key-0123456789abcdef"
+    settings = load_settings(
+        {
+            "AUDIT_SIGNING_KEY": key,
+            "AUDIT_CHANNEL": "C_AUDIT",
+            "AUDIT_CHECKPOINT_HOURS": "6",
+            "AUDIT_RETENTION_DAYS": "400",
+        },
+        env_file=None,
+    )
+    assert settings.audit_signing_key is not None and settings.audit_signing_key.reveal() == key
+    assert key in settings.secrets() and key not in repr(settings)
+    assert (settings.audit_channel, settings.audit_checkpoint_hours) == ("C_AUDIT", 6.0)
+    assert settings.audit_retention_days == 400
+    defaults = load_settings({}, env_file=None)
+    assert defaults.audit_signing_key is None and defaults.audit_retention_days is None
+    assert defaults.audit_checkpoint_hours == 24.0
+    with pytest.raises(ConfigError, match="AUDIT_SIGNING_KEY must be at least 16") as short:
+        load_settings({"AUDIT_SIGNING_KEY": "tiny-s3cret"}, env_file=None)
+    assert "tiny-s3cret" not in str(short.value)
+    with pytest.raises(ConfigError, match="AUDIT_RETENTION_DAYS"):
+        load_settings({"AUDIT_RETENTION_DAYS": "forever"}, env_file=None)
