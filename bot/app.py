@@ -162,6 +162,8 @@ def build_app(
         raise
     key, every = settings.audit_signing_key, timedelta(hours=settings.audit_checkpoint_hours)
     checkpoints = CheckpointWriter(audit, key.reveal(), every) if key else None
+    if checkpoints is not None and settings.audit_channel:
+        checkpoints.on_checkpoint = slack.checkpoint_poster(settings.audit_channel)
     return BackupBot(
         settings, engine, sessions, vps, service, approvals, watcher, runner, slack_app, checkpoints
     )

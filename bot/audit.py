@@ -195,22 +195,16 @@ class Checkpoint:
 
     @classmethod
     def of(cls, row: AuditCheckpoint) -> Checkpoint:
-        return cls(
-            kind=row.kind,
-            rows=row.row_count,
-            last_id=row.last_row_id,
-            head=row.head_hash,
-            created_at=row.created_at,
-            signature=row.signature,
-            id=row.id,
-        )
+        facts = (row.kind, row.row_count, row.last_row_id, row.head_hash, row.created_at)
+        return cls(*facts, signature=row.signature, id=row.id)
 
     def describe(self) -> str:
         where = f"#{self.id}" if self.id is not None else "(given)"
         up_to = f"row {self.last_id}" if self.last_id is not None else "no row"
         when = self.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         name = "prune anchor" if self.kind == "anchor" else "checkpoint"
-        return f"{name} {where} of {when} ({self.rows} rows, up to {up_to})"
+        rows = f"{self.rows} row{'' if self.rows == 1 else 's'}"
+        return f"{name} {where} of {when} ({rows}, up to {up_to})"
 
 
 def _sign(key: str, payload: bytes) -> str:

@@ -102,10 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="remove rows older than AUDIT_RETENTION_DAYS (a checkpoint first; the chain still "
         "verifies)",
     )
-    export = audit_commands.add_parser("export", help="write the audit log as CSV")
+    export = audit_commands.add_parser(
+        "export", help="write the audit log as CSV or JSON Lines (streamed: any size)"
+    )
     export.add_argument(
         "--since", type=_age, default=None, metavar="AGE", help="only rows this recent: 7d, 12h, 2w"
     )
+    export.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="default: csv")
+    export.add_argument("--user", metavar="USER_ID", help="only this person's rows (U…)")
+    export.add_argument("--server", type=_id, metavar="SERVER_ID", help="only this server's")
+    export.add_argument("--action", help="only this action and its steps (restore: restore.*)")
+    export.add_argument("--outcome", choices=("ok", "denied", "error"), help="only this outcome")
+    export.add_argument("--approval", type=_id, metavar="N", help="the story of one approval")
     export.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
 
     db = commands.add_parser("db", help="database maintenance (db upgrade)")
@@ -255,6 +263,12 @@ def _check_port(host: str, port: int) -> None:
         raise _CommandFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+def _id(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}")
+    return int(value)
+
+
 def _port(value: str) -> int:
     if not value.isdigit() or not 0 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(
@@ -302,12 +316,19 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         if args.audit_command == "prune":
             return _audit_prune(log, _signing_key(key, "prune"), settings.audit_retention_days)
-        since = datetime.now(UTC) - args.since if args.since else None
+        filters = {
+            "since": datetime.now(UTC) - args.since if args.since else None,
+            "user_id": args.user,
+            "server_id": args.server,
+            "action": args.action,
+            "outcome": args.outcome,
+            "approval_id": args.approval,
+        }
         if args.output == "-":
-            log.export_csv(sys.stdout, since)
+            log.export(sys.stdout, args.format, **filters)
         else:
             with open(args.output, "w", newline="", encoding="utf-8") as out:
-                count = log.export_csv(out, since)
+                count = log.export(out, args.format, **filters)
             print(f"{count} audit rows written to {args.output}", file=sys.stderr)
         return 0
     except (SchemaOutOfDate, AuditUnavailable, AuditBroken, CheckpointError) as exc:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from bot.audit import Actor, AuditEntry, AuditLog
+from bot.audit import Actor, AuditEntry, AuditLog, Checkpoint
 from bot.db import Outcome
 from bot.policy import REQUIRED_ROLE, Action, Decision, Policy
 from bot.vps.client import BackupsClient
@@ -541,6 +541,12 @@ class BackupService:
             detail=f"{count_words(len(rows), 'row')} shown",
         )
         return AuditPage(rows, query, older, newer, approvers)
+
+    def audit_overview(self, actor: Actor) -> tuple[AuditPage, Checkpoint | None]:
+        """For an auditor's App Home: the newest rows and the newest checkpoint (or anchor)."""
+        page = self.audit_trail(actor, AuditQuery())
+        stored = self.audit.checkpoints()
+        return page, stored[-1] if stored else None
 
     def export_audit(
         self, actor: Actor, query: AuditQuery, fmt: str, delivery: FileDelivery

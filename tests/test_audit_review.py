@@ -104,3 +104,34 @@ def test_an_upload_slack_refuses_is_said_and_audited(rig: AppRig) -> None:
     body = rig.run("audit export", user_id="U_BOB")
     assert "could not send you the file" in text_of(body) and "files:write" in text_of(body)
     assert rig.audit("audit.export", "error")
+
+
+def test_checkpoints_go_to_the_audit_channel_and_auditors_see_them_at_home(
+    make_rig: Callable[..., AppRig],
+) -> None:
+    rig = make_rig(BACKUP_AUDITORS="U_BOB", AUDIT_SIGNING_KEY="k" * 32, AUDIT_CHANNEL="C_OPS")
+    rig.run("list web-server-01")
+    assert rig.bot.checkpoints is not None
+    checkpoint = rig.bot.checkpoints.run_once()
+    assert checkpoint is not None
+    [posted] = [m for m in rig.slack.messages_in("C_OPS") if "Audit checkpoint" in m.text]
+    texts = [block["text"]["text"] for block in posted.blocks]
+    assert any(checkpoint.to_json() in text for text in texts)  # the whole signed line, to keep
+    assert "k" * 32 not in json.dumps(posted.blocks)
+
+    def home_of(user_id: str) -> str:
+        before = len(rig.slack.calls_to("views.publish"))
+        event = {
+            "type": "event_callback",
+            "team_id": "T111",
+            "event_id": f"Ev{user_id}{time.monotonic_ns()}",
+            "event_time": int(time.time()),
+            "event": {"type": "app_home_opened", "user": user_id, "tab": "home"},
+        }
+        assert rig.sender.post(json.dumps(event), "application/json").status == 200
+        assert wait_until(lambda: len(rig.slack.calls_to("views.publish")) > before)
+        return json.dumps(rig.slack.calls_to("views.publish")[-1].args["view"])
+
+    bobs = home_of("U_BOB")
+    assert "Newest checkpoint" in bobs and "*list*" in bobs
+    assert "Newest checkpoint" not in home_of("U_ALICE")  # not an auditor

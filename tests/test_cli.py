@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -329,3 +330,28 @@ def test_audit_checkpoint_verify_and_prune(tmp_path: Path) -> None:
         for path in tmp_path.glob(f"{database}*"):
             assert AUDIT_KEY.encode() not in path.read_bytes()
     assert not any(AUDIT_KEY in output for output in outputs)
+
+
+def test_audit_export_as_json_lines_with_filters(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bot.db'}"
+    from bot.audit import Actor, AuditLog
+    from bot.db import Outcome, make_engine, make_session_factory, upgrade
+
+    upgrade(url)
+    engine = make_engine(url)
+    log = AuditLog(make_session_factory(engine))
+    log.record(Actor("U_ALICE"), "create", Outcome.OK, server_id=12345)
+    log.record(Actor("U_CAROL"), "create", Outcome.DENIED, server_id=12345)
+    log.record(Actor("U_CAROL"), "list", Outcome.OK)
+    engine.dispose()
+    result = _run(
+        "audit", "export", "--format", "jsonl", "--user", "U_CAROL", "--outcome", "denied",
+        cwd=tmp_path, DATABASE_URL=url,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["actor_user_id"], r["action"], r["outcome"]) for r in rows] == [
+        ("U_CAROL", "create", "denied")
+    ]
+    bad = _run("audit", "export", "--approval", "x", cwd=tmp_path, DATABASE_URL=url)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--approval" in bad.stderr

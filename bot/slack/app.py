@@ -3,6 +3,7 @@ the Bolt app whose listeners call the use-cases. `bot.app` wires it to the rest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -16,8 +17,10 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from bot.approvals import RestoreApprovals
+from bot.audit import Checkpoint
 from bot.config import Settings
 from bot.service import BackupService
+from bot.slack import blocks
 from bot.slack.board import SlackApprovalBoard
 from bot.slack.directory import SlackDirectory
 from bot.slack.edge import SlackEdge
@@ -57,6 +60,14 @@ class SlackConnection:
         self.announcer = SlackAnnouncer(self.client)
         self.notifier = SlackNotifier(self.client)
         self.board = SlackApprovalBoard(self.client)
+
+    def checkpoint_poster(self, channel_id: str) -> Callable[[Checkpoint], None]:
+        """Posts each signed audit checkpoint in AUDIT_CHANNEL: a copy kept apart from the rows."""
+
+        def post(checkpoint: Checkpoint) -> None:
+            self.client.chat_postMessage(channel=channel_id, **blocks.checkpoint(checkpoint))
+
+        return post
 
 
 @dataclass

@@ -30,7 +30,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.ages import format_age
-from bot.audit import AuditEntry
+from bot.audit import AuditEntry, Checkpoint
 from bot.service import (
     AuditExport,
     AuditPage,
@@ -485,6 +485,39 @@ def backup_started_final(job: FinishedBackup) -> dict[str, Any]:
 # -- audit -----------------------------------------------------------------------------------
 
 _AUDIT_ICON = {"ok": "✅", "denied": "⛔", "error": "⚠️"}
+
+
+def audit_on_home(page: AuditPage, checkpoint: Checkpoint | None) -> list[dict[str, Any]]:
+    """An auditor's App Home: the newest rows, and how far the log is covered by a checkpoint."""
+    if checkpoint is None:
+        covered = (
+            "No signed checkpoint yet: set AUDIT_SIGNING_KEY, then `backupbot audit checkpoint`."
+        )
+    else:
+        covered = f"🔏 Newest {escape(checkpoint.describe())}."
+    shown: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text="Audit log")),
+        ContextBlock(elements=[MarkdownTextObject(text=covered)]),
+        *(SectionBlock(text=MarkdownTextObject(text=_audit_line(row, page))) for row in page.rows),
+    ]
+    return [block.to_dict() for block in shown]
+
+
+def checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
+    """A signed audit checkpoint, as posted in AUDIT_CHANNEL: keep it; `audit verify` uses it."""
+    return as_message(
+        f"Audit checkpoint: {checkpoint.describe()}",
+        [
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f"🔏 *Audit checkpoint*: {escape(checkpoint.describe())}, head "
+                    f"`{checkpoint.head[:16]}…`. Keep this line: `backupbot audit verify "
+                    "--checkpoint` proves the log was not cut or rewritten since."
+                )
+            ),
+            SectionBlock(text=MarkdownTextObject(text=f"```{checkpoint.to_json()}```")),
+        ],
+    )
 
 
 def audit_exported(export: AuditExport) -> dict[str, Any]:

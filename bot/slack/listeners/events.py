@@ -8,6 +8,7 @@ from typing import Any
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
+from bot.policy import Action
 from bot.slack import approval_blocks, blocks
 from bot.slack.edge import SlackEdge, guarded
 from bot.slack.parser import USAGE
@@ -35,6 +36,9 @@ def publish_home(edge: SlackEdge, user_id: str) -> None:
     roles, allowed = edge.service.permissions(user_id)
     view = {"type": "home", **blocks.home_view(USAGE, roles, allowed)}
     view["blocks"] += approval_blocks.pending_on_home(edge.approvals.pending_for(user_id))
+    if Action.AUDIT.value in allowed:
+        page, checkpoint = edge.service.audit_overview(edge.actor(user_id, "", None, None))
+        view["blocks"] += blocks.audit_on_home(page, checkpoint)
     try:
         edge.client.views_publish(user_id=user_id, view=view)
     except SlackApiError as exc:
