@@ -30,9 +30,10 @@ from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
+from bot.vps.models import BACKUP_TYPES  # the contract's own words, one copy
+
 API_ROOT = "/api/v1"
 OUTCOMES = ("completed", "failed", "vanish")
-BACKUP_TYPES = ("manual", "automatic")
 TIMEOUT_MODES = ("before", "after", "mixed")
 DEFAULT_SERVERS = {12345: "web-server-01", 12346: "db-server-01", 12347: "cache-01"}
 FAILED_BACKUP_ERROR = "Disk snapshot failed"
