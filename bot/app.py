@@ -143,7 +143,7 @@ def build_app(
         policy,
         watcher=watcher,
         announcer=slack.announcer,
-        approvers_of=approvals.approvers_of,
+        traces_of=approvals.traces_of,
     )
     runner = ApprovalRunner(sessions, vps, audit, slack.board, watcher, approvals)
     approvals.poke = runner.poke

@@ -151,6 +151,14 @@ def _approvers(data: Any) -> list[Approver]:
     ]
 
 
+@dataclass(frozen=True)
+class Trace:
+    """Where an audit row's story can be followed: who approved, and the message's thread."""
+
+    approvers: tuple[str, ...] = ()
+    thread: tuple[str, str] | None = None  # (channel id, ts)
+
+
 class Step(enum.Enum):
     """What a card's thread is told as the approval moves on."""
 
@@ -428,13 +436,18 @@ class RestoreApprovals:
                 raise NoSuchApproval(approval_id)
             return ApprovalFacts.of(row)
 
-    def approvers_of(self, approval_ids: set[int]) -> dict[int, tuple[str, ...]]:
-        """Who approved each of these approvals (user ids), for the audit review."""
+    def traces_of(self, approval_ids: set[int]) -> dict[int, Trace]:
+        """Who approved each of these approvals, and where its card is: for the audit review."""
+        columns = (Approval.id, Approval.approvers, Approval.card_channel_id, Approval.card_ts)
         with self._sessions() as session:
-            rows = session.execute(
-                select(Approval.id, Approval.approvers).where(Approval.id.in_(approval_ids))
-            )
-            return {row.id: tuple(a.user_id for a in _approvers(row.approvers)) for row in rows}
+            rows = session.execute(select(*columns).where(Approval.id.in_(approval_ids)))
+            return {
+                row.id: Trace(
+                    tuple(a.user_id for a in _approvers(row.approvers)),
+                    (row.card_channel_id, row.card_ts) if row.card_ts else None,
+                )
+                for row in rows
+            }
 
     def pending_for(self, user_id: str, limit: int = 10) -> list[ApprovalFacts]:
         """Pending approvals this person may decide (an approver, not the requester)."""

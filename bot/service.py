@@ -105,6 +105,8 @@ class BackupWatch(Protocol):
 
     def watch(self, backup: Backup, actor: Actor) -> int: ...
 
+    def threads_of(self, backup_ids: set[int]) -> Mapping[int, tuple[str, str]]: ...
+
     def attach_thread(
         self,
         job_id: int,
@@ -192,6 +194,7 @@ class AuditPage:
     older: bool  # rows older than the last one match too
     newer: bool
     approvers: Mapping[int, tuple[str, ...]]  # approval id → who approved it
+    threads: Mapping[str, tuple[str, str]]  # "approval:7" / "backup:501" → (channel, ts)
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,7 @@ class BackupService:
         announcer: StartAnnouncer | None = None,
         server_cache_seconds: float = 60.0,
         answer_within: float = 15.0,
-        approvers_of: Callable[[set[int]], Mapping[int, tuple[str, ...]]] = lambda _: {},
+        traces_of: Callable[[set[int]], Mapping[int, Any]] = lambda _: {},
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
@@ -245,7 +248,7 @@ class BackupService:
         self.announcer = announcer
         self._server_cache_seconds = server_cache_seconds
         self.answer_within = answer_within
-        self.approvers_of = approvers_of  # who approved which approval, for the audit review
+        self.traces_of = traces_of  # approvals' approvers and cards, for the audit review
         self._clock = clock
         self._servers = _ServerCache()
 
@@ -530,8 +533,7 @@ class BackupService:
             rows, older, newer = rows[-limit:], True, more
         else:
             rows, older, newer = rows[:limit], more, query.before_id is not None
-        ids = {row.approval_id for row in rows if row.approval_id is not None}
-        approvers = self.approvers_of(ids) if ids else {}
+        approvers, threads = self._traces(rows)
         self.audit.record(
             actor,
             Action.AUDIT.value,
@@ -540,7 +542,20 @@ class BackupService:
             parameters=parameters,
             detail=f"{count_words(len(rows), 'row')} shown",
         )
-        return AuditPage(rows, query, older, newer, approvers)
+        return AuditPage(rows, query, older, newer, approvers, threads)
+
+    def _traces(
+        self, rows: list[AuditEntry]
+    ) -> tuple[dict[int, tuple[str, ...]], dict[str, tuple[str, str]]]:
+        """Who approved the approvals on a page, and the threads its rows' stories live in."""
+        approval_ids = {row.approval_id for row in rows if row.approval_id is not None}
+        traces = self.traces_of(approval_ids) if approval_ids else {}
+        threads = {f"approval:{i}": t.thread for i, t in traces.items() if t.thread}
+        backup_ids = {row.backup_id for row in rows if row.backup_id is not None}
+        if backup_ids and self.watcher is not None:
+            watched = self.watcher.threads_of(backup_ids)
+            threads.update({f"backup:{i}": thread for i, thread in watched.items()})
+        return {i: t.approvers for i, t in traces.items()}, threads
 
     def audit_overview(self, actor: Actor) -> tuple[AuditPage, Checkpoint | None]:
         """For an auditor's App Home: the newest rows and the newest checkpoint (or anchor)."""

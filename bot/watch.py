@@ -206,6 +206,13 @@ class Watcher:
             )
         self._poke.set()
 
+    def threads_of(self, backup_ids: set[int]) -> dict[int, tuple[str, str]]:
+        """Where each of these backups was announced: (channel, ts) of its thread."""
+        columns = (WatchJob.backup_id, WatchJob.channel_id, WatchJob.thread_ts)
+        with self._sessions() as session:
+            rows = session.execute(select(*columns).where(WatchJob.backup_id.in_(backup_ids)))
+            return {row.backup_id: (row.channel_id, row.thread_ts) for row in rows if row.thread_ts}
+
     def state_of(self, backup_id: int) -> WatchState | None:
         """What is known of a watched backup's outcome (None: it is not watched)."""
         with self._sessions() as session:

@@ -384,11 +384,14 @@ def test_the_audit_log_tells_the_whole_story_of_one_restore(
 ) -> None:
     rig = make_rig(RESTORE_SAFETY_BACKUP="false", BACKUP_AUDITORS="U_CAROL")
     rig.run("list")  # another story, which the filter leaves out
-    rig.approve(rig.request(rig.backup(), reason="rollback"))
+    card = rig.request(rig.backup(), reason="rollback")
+    rig.approve(card)
     approval_id = rig.wait_state("done").id
     story = rig.run(f"audit approval:{approval_id}", user_id="U_CAROL")
     rows = [b["text"]["text"] for b in story["blocks"] if b["type"] == "section"]
-    assert rows and all(f"approval #{approval_id}" in row for row in rows)
+    assert rows and all(f"approval #{approval_id} (approved by <@U_BOB>)" in row for row in rows)
+    link = f"https://test-domain.slack.com/archives/C_OPS/p{card.ts.replace('.', '')}|thread>"
+    assert all(link in row for row in rows)  # each row leads to the card and its thread
     actions = " ".join(rows)
     assert "*restore.request*" in actions and "<@U_ALICE>" in actions
     assert "*approve*" in actions and "<@U_BOB>" in actions

@@ -551,7 +551,7 @@ def decode_audit_query(value: str) -> AuditQuery:
     )  # fmt: skip
 
 
-def audit_trail(page: AuditPage) -> dict[str, Any]:
+def audit_trail(page: AuditPage, workspace_url: str | None = None) -> dict[str, Any]:
     """A page of audit rows, one line each, with Previous/Next to newer and older rows."""
     rows, query = page.rows, page.query
     first = query.before_id is None and query.after_id is None  # not paged yet
@@ -587,7 +587,8 @@ def audit_trail(page: AuditPage) -> dict[str, Any]:
     if not rows:
         blocks.append(SectionBlock(text=MarkdownTextObject(text="No rows match.")))
     for row in rows:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=_audit_line(row, page))))
+        line = _audit_line(row, page, workspace_url)
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=line)))
     pager = []
     if rows and page.newer:
         newer = dataclasses.replace(page.query, before_id=None, after_id=rows[0].id)
@@ -604,7 +605,7 @@ def audit_trail(page: AuditPage) -> dict[str, Any]:
     return as_message(f"Audit log: {count_words(len(rows), 'row')}", blocks)
 
 
-def _audit_line(row: AuditEntry, page: AuditPage) -> str:
+def _audit_line(row: AuditEntry, page: AuditPage, workspace_url: str | None = None) -> str:
     """Who did what, on what, when (in the reader's time), how it came out: one line."""
     what = [
         _AUDIT_ICON.get(row.outcome, "•"),
@@ -624,7 +625,16 @@ def _audit_line(row: AuditEntry, page: AuditPage) -> str:
         what.append(f"in <#{row.channel_id}>")
     outcome = row.outcome + (f" {row.provider_status}" if row.provider_status else "")
     detail = f" — {escape(clip(row.detail, 200))}" if row.detail else ""
-    return f"{' '.join(what)} · {outcome}{detail}"
+    thread = page.threads.get(f"approval:{row.approval_id}") or page.threads.get(
+        f"backup:{row.backup_id}"
+    )
+    link = f" · <{message_link(workspace_url, *thread)}|thread>" if thread and workspace_url else ""
+    return f"{' '.join(what)} · {outcome}{detail}{link}"
+
+
+def message_link(workspace_url: str, channel_id: str, ts: str) -> str:
+    """A link to a message, as Slack's permalinks are made (without a call per message)."""
+    return f"{workspace_url.rstrip('/')}/archives/{channel_id}/p{ts.replace('.', '')}"
 
 
 # -- notes -----------------------------------------------------------------------------------

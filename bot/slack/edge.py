@@ -109,6 +109,17 @@ class SlackEdge:
     urgent: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="backupbot-urgent")
     )
+    _workspace_url: str | None = None
+
+    def workspace_url(self) -> str | None:
+        """`https://team.slack.com/`, from auth.test once; None if Slack would not say."""
+        if self._workspace_url is None:
+            try:
+                self._workspace_url = str(self.client.auth_test()["url"])
+            except Exception as exc:
+                log.warning("auth.test failed: %s", slack_error(exc))
+                return None
+        return self._workspace_url
 
     def actor(
         self,

@@ -69,7 +69,7 @@ def show_audit(
     replace_original: bool = False,
 ) -> None:
     page = edge.service.audit_trail(actor, query)
-    message = blocks.audit_trail(page)
+    message = blocks.audit_trail(page, edge.workspace_url())
     edge.reply_private(respond, actor, message, replace_original=replace_original)
 
 
