@@ -94,6 +94,12 @@ class Settings:
     audit_checkpoint_hours: float = 24.0
     audit_retention_days: int | None = None  # None: keep audit rows forever
 
+    def __repr__(self) -> str:
+        """Every setting, with the database URL's password masked (tokens mask themselves)."""
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None

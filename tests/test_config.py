@@ -28,12 +28,14 @@ def test_secrets_are_not_in_repr() -> None:
             "SLACK_BOT_TOKEN": TOKEN,
             "VPS_API_TOKEN": "vps-secret-9",
             "SLACK_SIGNING_SECRET": "sig-7",
+            "DATABASE_URL": "postgresql+psycopg://bot:db-pass-31@db/backupbot",
         },
         env_file=None,
     )
     shown = repr(settings) + str(settings)
-    for secret in (TOKEN, "vps-secret-9", "sig-7"):
+    for secret in (TOKEN, "vps-secret-9", "sig-7", "db-pass-31"):
         assert secret not in shown
+    assert "bot:***@db" in shown  # the rest of the URL is still there to read
 
 
 @pytest.mark.parametrize(
