@@ -18,7 +18,7 @@ from bot.db import Approval, AuditEvent
 from bot.sandbox.slack import Message, RecordedCall, SlackDouble
 from bot.sandbox.vps import Simulator
 from bot.slack import approval_blocks
-from tests.test_slack_app import AppRig, text_of
+from tests.test_slack_app import AppRig, rigs_of, text_of
 
 FAST_APPROVALS = {"tick": 0.02, "wait": 0.05}
 WEB = 12345
@@ -129,16 +129,7 @@ def make_rig(
     slack: SlackDouble, simulator: Simulator, database_url: str
 ) -> Iterator[Callable[..., ApprovalRig]]:
     slack.add_user("U_DAVE", "dave", real_name="Dave Diaz")
-    rigs: list[ApprovalRig] = []
-
-    def make(**env: str) -> ApprovalRig:
-        rig = ApprovalRig(slack, simulator, database_url, **env)
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.close()
+    yield from rigs_of(ApprovalRig, slack, simulator, database_url)
 
 
 @pytest.fixture

@@ -24,8 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _env(**extra: str) -> dict[str, str]:
+    """This environment without the bot's settings (a developer's own would leak in), plus
+    `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VPS_", "SLACK_", "BACKUP_"))}
-    env.pop("DATABASE_URL", None)
+    for name in ("DATABASE_URL", "PORT", "LOG_LEVEL", "WATCH_DEADLINE_HOURS"):
+        env.pop(name, None)
     env.update(extra)
     return env
 

@@ -3,11 +3,9 @@ a person got wrong is one line on stderr and exit 2, never a traceback; reading 
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,27 +14,9 @@ import pytest
 from bot.sandbox.slack import SlackDouble
 from bot.sandbox.vps import Simulator
 from tests.conftest import SIM_TOKEN
+from tests.test_cli import _run
 
 UNREACHABLE_PG = "postgresql+psycopg://postgres@127.0.0.1:1/x"
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VPS_", "SLACK_", "BACKUP_"))}
-    for name in ("DATABASE_URL", "PORT", "LOG_LEVEL", "WATCH_DEADLINE_HOURS"):
-        env.pop(name, None)
-    env.update(extra)
-    return env
-
-
-def _run(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        cwd=cwd,
-        env=_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def _one_line_and_exit_2(result: subprocess.CompletedProcess[str]) -> str:

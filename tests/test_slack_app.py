@@ -10,7 +10,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -26,6 +26,7 @@ from bot.watch import WatchSettings
 from tests.conftest import SIM_TOKEN
 
 SECRET = "signing-s3cret-for-tests"
+RigT = TypeVar("RigT")
 WAITING = "Waiting for the provider"
 FAST_WATCH = WatchSettings(first_poll=0.05, max_poll=0.2, tick=0.02, thread_grace=timedelta(0))
 
@@ -121,20 +122,29 @@ def text_of(body: dict[str, Any]) -> str:
     return json.dumps(body, ensure_ascii=False)
 
 
+def rigs_of(
+    kind: Callable[..., RigT], slack: SlackDouble, simulator: Simulator, database_url: str
+) -> Iterator[Callable[..., RigT]]:
+    """A fixture's body: `make(**env)` starts a rig of `kind`; every one is closed after."""
+    made: list[RigT] = []
+
+    def make(**env: str) -> RigT:
+        rig = kind(slack, simulator, database_url, **env)
+        made.append(rig)
+        return rig
+
+    try:
+        yield make
+    finally:
+        for rig in made:
+            rig.close()  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def make_rig(
     slack: SlackDouble, simulator: Simulator, database_url: str
 ) -> Iterator[Callable[..., AppRig]]:
-    rigs: list[AppRig] = []
-
-    def make(**env: str) -> AppRig:
-        rig = AppRig(slack, simulator, database_url, **env)
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.close()
+    yield from rigs_of(AppRig, slack, simulator, database_url)
 
 
 @pytest.fixture
