@@ -39,6 +39,10 @@ PG_URL = "postgresql+psycopg://postgres@127.0.0.1:55432/postgres"
 PEOPLE = 50
 SERVERS = 200
 FIRST_SERVER = 70000
+# Someone who left and a server retired: their rows are all old (an index must find them, a
+# backward scan of the newest rows would not).
+LEAVER = 99
+RETIRED_SERVER = 69999
 DAYS = 90
 BATCH = 10_000
 SMALL_EXPORT = 1_000
@@ -76,6 +80,9 @@ def generate(rows: int, seed: int = 7) -> Iterator[list[dict[str, Any]]]:
     batch: list[dict[str, Any]] = []
     for row_id in range(1, rows + 1):
         person = rng.randrange(PEOPLE)
+        server = FIRST_SERVER + rng.randrange(SERVERS)
+        if row_id <= rows // 10 and rng.random() < 0.02:
+            person, server = LEAVER, RETIRED_SERVER  # only in the oldest tenth
         action = rng.choices(actions, weights)[0]
         approval_id = None
         if action in APPROVAL_ACTIONS:
@@ -92,9 +99,7 @@ def generate(rows: int, seed: int = 7) -> Iterator[list[dict[str, Any]]]:
             "actor_enterprise_id": None,
             "channel_id": f"C{person % 10:04d}",
             "action": action,
-            "server_id": None
-            if action.startswith("audit")
-            else FIRST_SERVER + rng.randrange(SERVERS),
+            "server_id": None if action.startswith("audit") else server,
             "backup_id": rng.randrange(1, 10**7) if action != "list" else None,
             "parameters": {"description": f"nightly {row_id % 97}"} if action == "create" else {},
             "outcome": rng.choices(outcomes, outcome_weights)[0],
@@ -137,6 +142,8 @@ def cases(rows: int) -> list[tuple[str, dict[str, Any]]]:
         ("by server", {"server_id": FIRST_SERVER + 42}),
         ("by action (restore.*)", {"action": "restore"}),
         ("by action (audit.export)", {"action": "audit.export"}),
+        ("by person (left)", {"user_id": f"U{LEAVER:04d}"}),
+        ("by server (retired)", {"server_id": RETIRED_SERVER}),
         ("by approval", {"approval_id": max(1, rows // 200)}),
         ("by outcome (error)", {"outcome": "error"}),
         ("since 7 days", {"since": NOW - timedelta(days=7)}),
