@@ -147,6 +147,18 @@ def test_a_restore_is_asked_approved_in_the_form_and_accepted(
     play(console, "/as alice")
 
 
+# -- audit review ----------------------------------------------------------------------------------
+
+
+def test_an_auditor_reads_and_exports_the_log_in_the_console(console: Console) -> None:
+    play(console, "/backup list web-server-01")
+    rows = play(console, "/as bob\n/backup audit outcome:ok")
+    assert "@alice list server 12345" in rows and "outcome ok" in rows
+    sent = play(console, "/backup audit export format:jsonl")
+    assert "sent to our DM" in sent and "📎 backupbot-audit-" in sent and ".jsonl (" in sent
+    play(console, "/as alice")
+
+
 # -- create and the thread reply ------------------------------------------------------------------
 
 

@@ -521,7 +521,14 @@ class Console:
             ),
         )
         lines.extend(f"{indent}│ {line}" for line in body)
+        lines.extend(f"{indent}│ 📎 {name}" for name in self._files(message))
         self.say(*lines, "", shown=True)
+
+    def _files(self, message: Message) -> list[str]:
+        """The files shared in a message, as a person sees their names and sizes."""
+        shared = {upload.file_id: upload for upload in self.slack.files}
+        found = [shared[file_id] for file_id in message.files if file_id in shared]
+        return [f"{upload.filename} ({upload.length:,} bytes)" for upload in found]
 
     def _body(
         self, blocks: list[dict[str, Any]], text: str, number: Callable[[Choice], int]
