@@ -392,28 +392,11 @@ def test_the_audit_log_tells_the_whole_story_of_one_restore(
 def test_app_home_shows_an_approver_what_waits_for_them(rig: ApprovalRig) -> None:
     rig.request(rig.backup())
 
-    def home_of(user_id: str) -> dict[str, Any]:
-        before = len(rig.slack.calls_to("views.publish"))
-        event = {
-            "type": "event_callback",
-            "team_id": "T111",
-            "api_app_id": "A111",
-            "event_id": f"Ev{user_id}{time.monotonic_ns()}",
-            "event_time": int(time.time()),
-            "event": {"type": "app_home_opened", "user": user_id, "tab": "home"},
-        }
-        assert rig.sender.post(json.dumps(event), "application/json").status == 200
-        deadline = time.monotonic() + 5
-        while len(rig.slack.calls_to("views.publish")) == before and time.monotonic() < deadline:
-            time.sleep(0.02)
-        view = rig.slack.calls_to("views.publish")[-1].args["view"]
-        return view if isinstance(view, dict) else json.loads(view)
-
-    bobs = home_of("U_BOB")
+    bobs = rig.home_of("U_BOB")
     assert "Waiting for your approval" in text_of(bobs)
     action = rig.sender.action_for(bobs["blocks"], approval_blocks.APPROVE)
     assert action["value"] == str(rig.approval().id)
-    alices = home_of("U_ALICE")  # the requester: nothing to decide
+    alices = rig.home_of("U_ALICE")  # the requester: nothing to decide
     assert "Waiting for your approval" not in text_of(alices) and "restore" in text_of(alices)
 
 

@@ -28,7 +28,7 @@ from bot.sandbox.slack import RecordedCall, RecordedResponse, Response, SlackDou
 from bot.sandbox.vps import FAILED_BACKUP_ERROR, Simulator
 from bot.slack import blocks
 from bot.watch import WatchSettings
-from tests.test_slack_app import AppRig, text_of
+from tests.test_slack_app import AppRig, rigs_of, text_of
 
 WAITING_NOTICE = "⏳ Waiting for the provider to answer…"
 ACK_LIMIT = 3.0  # Slack's: an ack later than this is an error shown to the person
@@ -192,17 +192,18 @@ def make_rig(
     slack: SlackDouble, simulator: Simulator, database_url: str
 ) -> Iterator[Callable[..., Rig]]:
     rigs: list[Rig] = []
+    factory = rigs_of(Rig, slack, simulator, database_url)
+    make = next(factory)
 
-    def make(**env: str) -> Rig:
-        rig = Rig(slack, simulator, database_url, **env)
+    def tracked(**env: str) -> Rig:
+        rig = make(**env)
         rigs.append(rig)
         return rig
 
     try:
-        yield make
+        yield tracked
     finally:
-        for rig in rigs:
-            rig.close()
+        next(factory, None)  # closes every rig
         POSTED.extend(posted_by_the_app(slack))
         for rig in rigs:
             POSTED.extend(rig.acks)

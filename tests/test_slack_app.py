@@ -102,6 +102,25 @@ class AppRig:
         assert response.status == 200, response.text
         return self.next_response(before).body
 
+    def home_of(self, user_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The App Home view the bot publishes when `user_id` opens the tab."""
+        before = len(self.slack.calls_to("views.publish"))
+        event = {
+            "type": "event_callback",
+            "team_id": "T111",
+            "api_app_id": "A111",
+            "event_id": f"Ev{user_id}{time.monotonic_ns()}",
+            "event_time": int(time.time()),
+            "event": {"type": "app_home_opened", "user": user_id, "tab": "home"},
+        }
+        assert self.sender.post(json.dumps(event), "application/json").status == 200
+        deadline = time.monotonic() + timeout
+        while len(self.slack.calls_to("views.publish")) == before:
+            assert time.monotonic() < deadline, "no App Home was published"
+            time.sleep(0.02)
+        view = self.slack.calls_to("views.publish")[-1].args["view"]
+        return view if isinstance(view, dict) else json.loads(view)
+
     def audit(
         self, action: str, outcome: str | None = None, timeout: float = 5.0
     ) -> list[AuditEvent]:
@@ -454,23 +473,7 @@ def test_acks_stay_fast_while_the_provider_is_slow(rig: AppRig) -> None:
 
 
 def test_app_home_shows_the_persons_roles(rig: AppRig) -> None:
-    event = {
-        "token": "verification_token",
-        "team_id": "T111",
-        "api_app_id": "A111",
-        "type": "event_callback",
-        "event_id": "Ev1",
-        "event_time": int(time.time()),
-        "event": {
-            "type": "app_home_opened",
-            "user": "U_ALICE",
-            "channel": "D_ALICE",
-            "tab": "home",
-        },
-    }
-    assert rig.sender.post(json.dumps(event), "application/json").status == 200
-    call = rig.slack.wait_for(lambda e: isinstance(e, RecordedCall) and e.method == "views.publish")
-    assert "operator" in text_of(call.args["view"])  # type: ignore[union-attr]
+    assert "operator" in text_of(rig.home_of("U_ALICE"))
 
 
 def test_no_secret_reaches_logs_messages_or_the_audit_table(
