@@ -130,11 +130,16 @@ def _card(slack: SlackDouble) -> Message:
 
 def _request_and_open_form(bot: BotProcess, slack: SlackDouble, backup_id: int) -> dict[str, Any]:
     assert bot.sender.slash_command(f"restore {backup_id}", user_id="U_ALICE").status == 200
-    card = _card(slack)
+    return _open_form(bot, slack, _card(slack))
+
+
+def _open_form(bot: BotProcess, slack: SlackDouble, card: Message) -> dict[str, Any]:
+    """Bob clicks Approve… on the card (through `bot`); the form the bot opened."""
     before = len(slack.calls_to("views.open"))
     assert bot.sender.click(card, approval_blocks.APPROVE, user_id="U_BOB").status == 200
     deadline = time.monotonic() + 10
-    while len(slack.calls_to("views.open")) == before and time.monotonic() < deadline:
+    while len(slack.calls_to("views.open")) == before:
+        assert time.monotonic() < deadline, "the confirmation form was not opened"
         time.sleep(0.05)
     view = slack.calls_to("views.open")[-1].response["view"]
     return view if isinstance(view, dict) else json.loads(view)
@@ -238,12 +243,7 @@ def test_a_pending_approval_survives_a_restart_and_its_buttons_still_work(
     card = _card(slack)
     first.kill()
     second = world(RESTORE_SAFETY_BACKUP="false")
-    before = len(slack.calls_to("views.open"))
-    assert second.sender.click(card, approval_blocks.APPROVE, user_id="U_BOB").status == 200
-    deadline = time.monotonic() + 10
-    while len(slack.calls_to("views.open")) == before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    view = slack.calls_to("views.open")[-1].response["view"]
+    view = _open_form(second, slack, card)
     answer = second.sender.view_submission(view, user_id="U_BOB", values=CONFIRM)
     assert answer.status == 200
     assert _wait(database_url, lambda a: a.state == "done").approvers[0]["user_id"] == "U_BOB"
