@@ -269,10 +269,16 @@ def test_two_of_two_with_the_same_approver_twice(make_rig: Callable[..., Approva
     rig = make_rig(RESTORE_APPROVALS_REQUIRED="2", RESTORE_SAFETY_BACKUP="false")
     card = rig.request(rig.backup())
     rig.approve(card, user_id="U_BOB")
-    assert rig.wait_state("pending").approvers[0]["user_id"] == "U_BOB"
+    # The submission is acked before the approval is recorded: wait for the record itself.
+    deadline = time.monotonic() + 10
+    while not (row := rig.wait_state("pending")).approvers and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [a["user_id"] for a in row.approvers] == ["U_BOB"]
     before = len(rig.slack.responses)
     rig.click(rig.card(), approval_blocks.APPROVE, user_id="U_BOB")
     assert "already" in text_of(rig.next_response(before).body)
+    while "1 of 2" not in text_of({"blocks": rig.card().blocks}) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the card is redrawn after the record
     assert "1 of 2" in text_of({"blocks": rig.card().blocks})
     rig.approve(rig.card(), user_id="U_CAROL")
     rig.wait_state("done")
