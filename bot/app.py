@@ -119,6 +119,7 @@ def build_app(
             settings.vps_api_url,
             settings.vps_api_token,
             read_timeout=settings.vps_timeout_seconds,
+            max_connections=settings.provider_concurrency,
         )
     slack = SlackConnection(settings, client)
     audit = AuditLog(sessions)

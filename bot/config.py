@@ -93,6 +93,9 @@ class Settings:
     audit_channel: str | None = None  # where checkpoints are posted (the Slack side)
     audit_checkpoint_hours: float = 24.0
     audit_retention_days: int | None = None  # None: keep audit rows forever
+    work_threads: int = 128  # requests worked on at once (threads; mostly waiting on I/O)
+    work_queue_limit: int = 200  # requests waiting for a thread before "busy, try again"
+    provider_concurrency: int = 32  # requests at the provider at once
 
     def __repr__(self) -> str:
         """Every setting, with the database URL's password masked (tokens mask themselves)."""
@@ -188,6 +191,13 @@ def load_settings(
             get("AUDIT_CHECKPOINT_HOURS"), "AUDIT_CHECKPOINT_HOURS", 24.0
         ),
         audit_retention_days=_retention(get("AUDIT_RETENTION_DAYS")),
+        work_threads=int(_number(get("WORK_THREADS"), "WORK_THREADS", 128, integer=True)),
+        work_queue_limit=int(
+            _number(get("WORK_QUEUE_LIMIT"), "WORK_QUEUE_LIMIT", 200, integer=True)
+        ),
+        provider_concurrency=int(
+            _number(get("PROVIDER_CONCURRENCY"), "PROVIDER_CONCURRENCY", 32, integer=True)
+        ),
     )
 
 
@@ -277,6 +287,9 @@ _MAXIMUM = {
     "WORKER_LEASE_SECONDS": 3600,
     "AUDIT_CHECKPOINT_HOURS": 30 * 24,
     "AUDIT_RETENTION_DAYS": 100 * 366,
+    "WORK_THREADS": 1024,
+    "WORK_QUEUE_LIMIT": 100_000,
+    "PROVIDER_CONCURRENCY": 256,
 }
 
 

@@ -23,13 +23,13 @@ from bot.service import BackupService
 from bot.slack import blocks
 from bot.slack.board import SlackApprovalBoard
 from bot.slack.directory import SlackDirectory
-from bot.slack.edge import SlackEdge
+from bot.slack.edge import SlackEdge, WorkPool
 from bot.slack.listeners import register_listeners
 from bot.slack.notify import SlackAnnouncer, SlackNotifier
 
-# Bolt's listener threads only parse and ack; the slow half runs on the work pool.
+# Bolt's listener threads only parse and ack; the slow half runs on the work pool, whose size
+# and queue are settings (WORK_THREADS, WORK_QUEUE_LIMIT; see bot/slack/edge.py).
 LISTENER_THREADS = 8
-WORK_THREADS = 16
 
 
 def web_client(settings: Settings) -> WebClient:
@@ -98,7 +98,7 @@ def build_slack_app(
         approvals=approvals,
         directory=slack.directory,
         client=slack.client,
-        pool=ThreadPoolExecutor(WORK_THREADS, thread_name_prefix="backupbot-work"),
+        pool=WorkPool(settings.work_threads, settings.work_queue_limit),
     )
     signing_secret = settings.slack_signing_secret.reveal() if settings.slack_signing_secret else ""
     listener_pool = ThreadPoolExecutor(LISTENER_THREADS, thread_name_prefix="bolt")

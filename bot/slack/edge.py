@@ -4,10 +4,31 @@ Hazard this answers: Bolt runs listeners on a small thread pool and only sends t
 ack) once a listener calls `ack()`. If listeners made provider calls on that pool, five slow calls
 would hold every later ack past Slack's 3 s. So listeners ack first and hand anything slow to
 `SlackEdge.later`, a separate pool; Bolt's threads are free again within milliseconds.
+
+The work pool (`WorkPool`): how many requests are worked on at once, and what happens past that.
+
+- What is scarce is the provider, not threads. A request's work is mostly waiting: for the provider,
+  for an identical list it joined (`bot.vps.flight`), for Slack. So the pool has many cheap threads
+  (`WORK_THREADS`, 128: a parked thread costs a stack, tens of KB resident), and the provider has
+  its own limit (`PROVIDER_CONCURRENCY`: httpx's connection pool in `BackupsClient`).
+- Why not a few threads: a request waiting on a shared list would hold one of them, and the
+  requests queued behind would start only after the shared list was over, each group making its
+  own provider call. 100 identical lists on 16 threads took ~7 provider round trips; with a thread
+  each they all join the first call and the last answer comes one round trip after the first.
+  (Joining identical work at submission was the alternative; it needs the listener to know what a
+  request will read, and each request still has its own audit row, rendering and reply to do.)
+- Past the threads, a bounded queue (`WORK_QUEUE_LIMIT`). When it is full the request is refused
+  at once: the person gets "busy, try again in a minute" (a slash command in its ack, so it costs
+  no extra call when we are overloaded; a click through its response_url), nothing is done, and
+  `bot.metrics.BUSY_ANSWERS` counts it. Without the bound, an outage grew the queue without limit
+  while the response_urls of the waiting requests expired (30 minutes).
+- Work runs in a copy of the submitter's context variables (`contextvars.copy_context().run`), so
+  a request id or a time budget set for a request follows its work onto the pool.
 """
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import functools
 import logging
@@ -16,13 +37,14 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from slack_bolt import Respond
+from slack_bolt import Ack, Respond
 from slack_sdk import WebClient
 
 from bot.approvals import RestoreApprovals
 from bot.audit import Actor
+from bot.metrics import BUSY_ANSWERS, WORK_IN_FLIGHT, WORK_QUEUE_DEPTH
 from bot.service import BackupService, ServiceError
 from bot.slack import blocks
 from bot.slack.directory import SlackDirectory
@@ -37,6 +59,68 @@ Responder = Callable[..., Any]
 
 # After this long without an answer from the provider, the person is told we are waiting.
 WAITING_NOTICE_AFTER = 3.0
+BUSY = "⏳ I'm busy right now and did nothing with that. Please try again in a minute."
+
+T = TypeVar("T")
+
+
+class WorkQueueFull(RuntimeError):
+    """The pool's threads are all taken and its queue is full: the work was not accepted."""
+
+
+class WorkPool(ThreadPoolExecutor):
+    """A thread pool with a bounded queue whose work runs in the submitter's context (see the
+    module docstring). `submit` raises `WorkQueueFull` rather than queue past `queue_limit`;
+    `bot.metrics.WORK_QUEUE_DEPTH` and `WORK_IN_FLIGHT` follow every item."""
+
+    def __init__(self, threads: int, queue_limit: int, *, name: str = "backupbot-work") -> None:
+        super().__init__(threads, thread_name_prefix=name)
+        self.threads = threads
+        self.queue_limit = queue_limit
+        self._admission = threading.Lock()
+        self._accepted = 0  # running or queued
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        with self._admission:
+            if self._accepted >= self.threads + self.queue_limit:
+                raise WorkQueueFull(
+                    f"{self.threads} running and {self.queue_limit} waiting: not accepted"
+                )
+            self._accepted += 1
+        WORK_QUEUE_DEPTH.inc()
+        context = contextvars.copy_context()
+
+        def run() -> T:
+            WORK_QUEUE_DEPTH.dec()
+            WORK_IN_FLIGHT.inc()
+            try:
+                return context.run(fn, *args, **kwargs)
+            finally:
+                WORK_IN_FLIGHT.dec()
+                self._release()
+
+        try:
+            future = super().submit(run)
+        except BaseException:  # shut down: not accepted after all
+            WORK_QUEUE_DEPTH.dec()
+            self._release()
+            raise
+        future.add_done_callback(self._cancelled)
+        return future
+
+    def accepted(self) -> int:
+        """Items running or waiting."""
+        with self._admission:
+            return self._accepted
+
+    def _release(self) -> None:
+        with self._admission:
+            self._accepted -= 1
+
+    def _cancelled(self, future: Future[Any]) -> None:
+        if future.cancelled():  # never ran (shutdown with cancel_futures, or cancel())
+            WORK_QUEUE_DEPTH.dec()
+            self._release()
 
 
 class Waiting(enum.Enum):
@@ -104,11 +188,9 @@ class SlackEdge:
     approvals: RestoreApprovals
     directory: SlackDirectory
     client: WebClient
-    pool: ThreadPoolExecutor
+    pool: WorkPool
     # Work that races a clock (a trigger_id lives 3 s): never queued behind slow provider calls.
-    urgent: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="backupbot-urgent")
-    )
+    urgent: WorkPool = field(default_factory=lambda: WorkPool(4, 100, name="backupbot-urgent"))
     _workspace_url: str | None = None
 
     def workspace_url(self) -> str | None:
@@ -168,10 +250,18 @@ class SlackEdge:
         what: str,
         waiting: Waiting = Waiting.NONE,
         urgent: bool = False,
-    ) -> Future[None]:
+        ack: Ack | None = None,
+        acknowledgement: dict[str, Any] | None = None,
+    ) -> Future[None] | None:
         """Run `job(who(), respond)` off Bolt's pool, within the provider time budget; any failure
         becomes a message to the person. `waiting`: how to say "waiting for the provider…" if the
-        answer takes a while (the answer then replaces that notice)."""
+        answer takes a while (the answer then replaces that notice).
+
+        `ack`: a listener that has not acked yet leaves it to this, which acks with
+        `acknowledgement` once the work is accepted, or with the busy answer when the pool is
+        full. A listener that acked already is answered busy through `respond`. Refused work is
+        not done at all; None is returned.
+        """
 
         def run() -> None:
             actor: Actor | None = None
@@ -191,9 +281,28 @@ class SlackEdge:
             finally:
                 patient.done()
 
-        future = (self.urgent if urgent else self.pool).submit(run)
+        try:
+            future = (self.urgent if urgent else self.pool).submit(run)
+        except WorkQueueFull:
+            self._busy(ack, respond, who, what)
+            return None
+        if ack is not None:
+            ack(**(acknowledgement or {}))
         future.add_done_callback(_log_escaped)
         return future
+
+    def _busy(self, ack: Ack | None, respond: Respond, who: Callable[[], Actor], what: str) -> None:
+        """Say "busy, try again in a minute" at once, and count it."""
+        BUSY_ANSWERS.inc()
+        log.warning("busy: refused to %s (the work queue is full)", what)
+        message = blocks.notice(BUSY)
+        if ack is not None:
+            ack(response_type="ephemeral", **message)
+            return
+        try:  # acked already (a click): its response_url, else the fallbacks of reply_private
+            self.reply_private(respond, who(), message)
+        except Exception as exc:
+            log.warning("could not say busy (%s)", type(exc).__name__)
 
     def reply_private(
         self,

@@ -15,18 +15,36 @@ Retries follow what each request may safely repeat:
   (no connection, 429): a restore overwrites a disk, and an unclear outcome is reported as
   `OutcomeUnknown` for a person to check.
 
-A time budget (`with client.budget(seconds):`, per thread) bounds every call made under it: read
-timeouts shrink to what is left, and a retry (or a `Retry-After`) that would end past the budget
-is not waited for — the error says at once when to try again (`retry_after`). Someone waiting in
-chat gets an answer in seconds; the watcher, outside any budget, waits as long as it takes.
+A time budget (`with client.budget(seconds):`, a context variable: it follows work handed to a
+pool in a copied context) bounds every call made under it: read timeouts shrink to what is left,
+and a retry (or a `Retry-After`) that would end past the budget is not waited for — the error
+says at once when to try again (`retry_after`). Someone waiting in chat gets an answer in seconds;
+the watcher, outside any budget, waits as long as it takes.
+
+Reads are single-flight (`bot.vps.flight`): identical lists in flight at the same moment share one
+provider request, each caller waiting within its own budget. Never stale: a list that starts after
+the shared one finished makes its own, and so does one that starts after any write through this
+client finished (a write epoch is part of the key), so a person who just deleted a backup never
+sees a listing the provider made before the delete. Callers with a budget share only with callers
+with a budget: a background worker never gets a timeout cut to someone else's patience.
+
+Concurrency: at most `max_connections` requests are at the provider at once (httpx's pool; a
+request waits for a free connection within its own timeout, and that wait counts as a timeout).
+
+Metrics (`bot.metrics`): every HTTP attempt is timed in `PROVIDER_SECONDS` by endpoint template
+(`/backups/`, `/backups/{id}/`, `/servers/{id}/restore/`) and method; every answer that is not a
+success in `PROVIDER_ERRORS` by endpoint and status (the HTTP status, or `timeout`, `connect` for a
+connection that failed or dropped, `invalid_body` for a 2xx that is not the documented shape).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
@@ -36,6 +54,7 @@ from typing import Any, NoReturn
 import httpx
 
 from bot.config import Secret
+from bot.metrics import PROVIDER_ERRORS, PROVIDER_SECONDS, SHARED_READS
 from bot.vps.errors import (
     AuthenticationFailed,
     NotFound,
@@ -46,9 +65,11 @@ from bot.vps.errors import (
     UnexpectedResponse,
     VpsError,
 )
+from bot.vps.flight import FlightTimeout, SingleFlight
 from bot.vps.models import (
     Backup,
     BackupList,
+    BackupPage,
     DeleteOutcome,
     RestoreAccepted,
     parse_backup,
@@ -83,6 +104,9 @@ _deadline: ContextVar[float | None] = ContextVar("vps_deadline", default=None)
 _BUSY_WORDS = ("in progress", "already running", "busy", "currently being", "locked")
 _MAX_PAGES = 100
 _DETAIL_LIMIT = 300
+_ID_SEGMENT = re.compile(r"/[0-9]+(?=/)")
+# A read's single-flight key: (server_id, backup_type, write epoch, under a budget).
+_ReadKey = tuple[int | None, str | None, int, bool]
 
 
 class BackupsClient:
@@ -101,6 +125,7 @@ class BackupsClient:
         max_retry_after: float = 60.0,
         reconcile_attempts: int = 4,
         reconcile_delay: float = 1.0,
+        max_connections: int = 32,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
@@ -112,6 +137,10 @@ class BackupsClient:
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
         self.base_url = base_url.rstrip("/")
         self._origin = httpx.URL(self.base_url).copy_with(path="/", query=None, fragment=None)
+        self._base_path = httpx.URL(self.base_url).path.rstrip("/")
+        self._reads: SingleFlight[_ReadKey, BackupList] = SingleFlight(on_join=SHARED_READS.inc)
+        self._writes = itertools.count(1)
+        self._epoch = 0  # bumped as each write (POST, DELETE) ends: reads after it start anew
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -129,7 +158,10 @@ class BackupsClient:
                 "User-Agent": "backupbot",
             },
             timeout=self._timeout,
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+            ),
             transport=transport,
             follow_redirects=False,
         )
@@ -182,14 +214,32 @@ class BackupsClient:
     def list_backups(
         self, server_id: int | None = None, backup_type: str | None = None
     ) -> BackupList:
-        """All backups, optionally of one server and/or one type, in the provider's order."""
+        """All backups, optionally of one server and/or one type, in the provider's order.
+
+        Shared with an identical list already in flight (see the module docstring)."""
+        if server_id is not None:
+            _positive(server_id, "server_id")
+        deadline = _deadline.get()
+        key = (server_id, backup_type, self._epoch, deadline is not None)
+        wait = None if deadline is None else max(0.5, deadline - time.monotonic())
+        try:
+            return self._reads.do(
+                key, lambda: self._list_backups(server_id, backup_type), wait=wait
+            )
+        except FlightTimeout:
+            # What this caller would have got alone when its read timed out at its deadline.
+            self._unavailable(
+                None, "list backups", httpx.ReadTimeout("budget"), False, waited=False
+            )
+
+    def _list_backups(self, server_id: int | None, backup_type: str | None) -> BackupList:
         params: dict[str, str] = {}
         if server_id is not None:
-            params["server_id"] = str(_positive(server_id, "server_id"))
+            params["server_id"] = str(server_id)
         if backup_type is not None:
             params["backup_type"] = backup_type
         response = self._idempotent("GET", "backups/", params=params, what="list backups")
-        page = parse_backup_page(self._json(response))
+        page = self._page(response)
         count, backups = page.count, page.backups
         unreadable, unreadable_ids = page.unreadable, set(page.unreadable_ids)
         pages = 1
@@ -205,7 +255,7 @@ class BackupsClient:
             # A relative link is relative to the page it came in (httpx's base_url would not be).
             url = self._same_origin(str(response.url.join(page.following)))
             response = self._idempotent("GET", url, what="list backups")
-            page = parse_backup_page(self._json(response))
+            page = self._page(response)
             backups.extend(page.backups)
             unreadable += page.unreadable
             unreadable_ids |= page.unreadable_ids
@@ -231,7 +281,7 @@ class BackupsClient:
         while True:
             self._enough_time_to_post(what)
             try:
-                response = self._http.post("backups/", json=body, timeout=self._request_timeout())
+                response = self._attempt("POST", "backups/", json=body)
             except _NOT_SENT as exc:
                 self._log_failure("POST", "backups/", exc)
                 attempt = self._retry_or_raise(attempt, None, what, exc)
@@ -245,6 +295,7 @@ class BackupsClient:
                 try:
                     return parse_backup(self._json(response))
                 except UnexpectedResponse:
+                    self._invalid_body(response)
                     cause = f"{_status_line(response)} with a body that is not a backup"
                     return self._confirm_create(server_id, description, known, cause, status)
             if status in _NOT_PROCESSED_STATUSES:
@@ -264,7 +315,7 @@ class BackupsClient:
         attempt = 0
         while True:
             try:
-                response = self._http.delete(path, timeout=self._request_timeout())
+                response = self._attempt("DELETE", path)
             except _NOT_SENT as exc:
                 self._log_failure("DELETE", path, exc)
                 attempt = self._retry_or_raise(attempt, None, what, exc, unknown=ambiguous)
@@ -297,9 +348,7 @@ class BackupsClient:
         while True:
             self._enough_time_to_post(what)
             try:
-                response = self._http.post(
-                    path, json={"backup_id": backup_id}, timeout=self._request_timeout()
-                )
+                response = self._attempt("POST", path, json={"backup_id": backup_id})
             except _NOT_SENT as exc:
                 self._log_failure("POST", path, exc)
                 attempt = self._retry_or_raise(attempt, None, what, exc)
@@ -317,6 +366,7 @@ class BackupsClient:
                 try:
                     data = self._json(response, allow_empty=True)
                 except UnexpectedResponse:
+                    self._invalid_body(response)
                     data = None
                 return RestoreAccepted(
                     server_id=server_id,
@@ -343,6 +393,54 @@ class BackupsClient:
 
     # -- plumbing ------------------------------------------------------------------------------
 
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> httpx.Response:
+        """One HTTP attempt, timed and counted in the provider metrics; a write, once over,
+        starts a new read epoch (see the module docstring)."""
+        endpoint = self._endpoint(url)
+        started = time.monotonic()
+        try:
+            response = self._http.request(
+                method, url, params=params, json=json, timeout=self._request_timeout()
+            )
+        except httpx.TimeoutException:
+            PROVIDER_ERRORS.labels(endpoint, "timeout").inc()
+            raise
+        except httpx.RequestError:
+            PROVIDER_ERRORS.labels(endpoint, "connect").inc()
+            raise
+        finally:
+            PROVIDER_SECONDS.labels(endpoint, method).observe(time.monotonic() - started)
+            if method != "GET":
+                self._epoch = next(self._writes)
+        if not response.is_success:
+            PROVIDER_ERRORS.labels(endpoint, str(response.status_code)).inc()
+        return response
+
+    def _endpoint(self, url: str) -> str:
+        """The endpoint template of a request URL: `/backups/`, `/backups/{id}/`, …"""
+        path = httpx.URL(url).path if "://" in url else url.partition("?")[0]
+        if path.startswith(self._base_path + "/"):
+            path = path[len(self._base_path) :]
+        path = "/" + path.lstrip("/")
+        return _ID_SEGMENT.sub("/{id}", path)
+
+    def _page(self, response: httpx.Response) -> BackupPage:
+        try:
+            return parse_backup_page(self._json(response))
+        except UnexpectedResponse:
+            self._invalid_body(response)
+            raise
+
+    def _invalid_body(self, response: httpx.Response) -> None:
+        PROVIDER_ERRORS.labels(self._endpoint(str(response.request.url)), "invalid_body").inc()
+
     def _idempotent(
         self,
         method: str,
@@ -354,9 +452,7 @@ class BackupsClient:
         attempt = 0
         while True:
             try:
-                response = self._http.request(
-                    method, url, params=params, timeout=self._request_timeout()
-                )
+                response = self._attempt(method, url, params=params)
             except (*_NOT_SENT, *_AMBIGUOUS) as exc:
                 self._log_failure(method, url, exc)
                 attempt = self._retry_or_raise(attempt, None, what, exc)

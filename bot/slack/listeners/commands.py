@@ -42,23 +42,31 @@ def _handler(edge: SlackEdge) -> Any:
     def handle_backup(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         text = command.get("text") or ""
         who = lambda: edge.actor_of_command(command)  # noqa: E731 - looked up off Bolt's threads
+        # `later` acks: with the answer given here once the work is accepted, or "busy".
         try:
             parsed = parse(text)
         except ParseError as exc:
-            ack(**blocks.notice(f"⚠️ {exc.message}\n```{exc.usage}```"))
+            answer = blocks.notice(f"⚠️ {exc.message}\n```{exc.usage}```")
             problem = exc.message
             record = lambda actor, _: edge.service.command_answered(actor, text, problem)  # noqa: E731
-            edge.later(record, respond=respond, who=who, what="record a command")
+            what = "record a command"
+            edge.later(record, respond=respond, who=who, what=what, ack=ack, acknowledgement=answer)
             return
         if isinstance(parsed, HelpCommand):
-            ack(**blocks.help_message(USAGE))
+            answer = blocks.help_message(USAGE)
             record = lambda actor, _: edge.service.command_answered(actor, text)  # noqa: E731
-            edge.later(record, respond=respond, who=who, what="record help")
+            edge.later(
+                record,
+                respond=respond,
+                who=who,
+                what="record help",
+                ack=ack,
+                acknowledgement=answer,
+            )
             return
-        ack()
         run = lambda actor, reply: run_command(edge, parsed, actor, reply)  # noqa: E731
         what = f"run `{COMMAND_NAME} {text.strip()[:80]}`"
-        edge.later(run, respond=respond, who=who, what=what, waiting=Waiting.NEW_MESSAGE)
+        edge.later(run, respond=respond, who=who, what=what, waiting=Waiting.NEW_MESSAGE, ack=ack)
 
     return handle_backup
 

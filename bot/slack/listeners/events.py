@@ -10,7 +10,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.policy import Action
 from bot.slack import approval_blocks, blocks
-from bot.slack.edge import SlackEdge, guarded
+from bot.slack.edge import SlackEdge, WorkQueueFull, guarded
 from bot.slack.parser import USAGE
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,10 @@ def _home(edge: SlackEdge) -> Any:
         user_id = event.get("user")
         if isinstance(user_id, str):
             # Group lookups and views.publish (rate-limited: it sleeps) stay off Bolt's threads.
-            edge.pool.submit(guarded(publish_home), edge=edge, user_id=user_id)
+            try:
+                edge.pool.submit(guarded(publish_home), edge=edge, user_id=user_id)
+            except WorkQueueFull:
+                log.warning("busy: the App Home of %s was not published", user_id)
 
     return handle_home
 
