@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 
-from bench import ack_latency, audit_review, watch_polling
+from bench import ack_latency, audit_review, load, watch_polling
 
 
 def main() -> int:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # the queueing is the point
     watch_polling.main(sys.argv[1:])
     ack_latency.main(sys.argv[1:])
+    load.main(sys.argv[1:])
     audit_review.main(sys.argv[1:])
     return 0
 

@@ -250,6 +250,29 @@ def test_the_pool_refuses_past_its_queue_and_keeps_its_gauges() -> None:
         pool.shutdown(wait=True)
 
 
+def test_shutdown_finishes_accepted_work_or_cancels_what_waits() -> None:
+    depth = sample("backupbot_work_queue_depth")
+    release = threading.Event()
+    pool = WorkPool(1, 5)
+    running = pool.submit(release.wait, WAIT)
+    waiting = [pool.submit(lambda: "ran") for _ in range(3)]
+    wait_until(lambda: sample("backupbot_work_queue_depth") - depth == 3)
+    stopper = threading.Thread(target=pool.shutdown, kwargs={"cancel_futures": True})
+    stopper.start()
+    wait_until(lambda: all(f.cancelled() for f in waiting))
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.submit(lambda: "too late")
+    release.set()
+    stopper.join(WAIT)
+    assert running.result(WAIT) is True  # what was running finished
+    assert (pool.accepted(), sample("backupbot_work_queue_depth")) == (0, depth)
+
+    kept = WorkPool(1, 5)
+    results = [kept.submit(lambda n=n: n) for n in range(4)]
+    kept.shutdown(wait=True)  # without cancel_futures: everything accepted still runs
+    assert [f.result(0) for f in results] == [0, 1, 2, 3]
+
+
 def test_work_runs_in_a_copy_of_the_submitters_context() -> None:
     request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
     pool = WorkPool(1, 10)

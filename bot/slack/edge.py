@@ -28,14 +28,16 @@ The work pool (`WorkPool`): how many requests are worked on at once, and what ha
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import enum
 import functools
 import logging
+import queue
 import secrets
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -68,44 +70,46 @@ class WorkQueueFull(RuntimeError):
     """The pool's threads are all taken and its queue is full: the work was not accepted."""
 
 
-class WorkPool(ThreadPoolExecutor):
-    """A thread pool with a bounded queue whose work runs in the submitter's context (see the
-    module docstring). `submit` raises `WorkQueueFull` rather than queue past `queue_limit`;
-    `bot.metrics.WORK_QUEUE_DEPTH` and `WORK_IN_FLIGHT` follow every item."""
+class WorkPool(Executor):
+    """A pool of threads started up front, with a bounded queue, whose work runs in the
+    submitter's context (see the module docstring). `submit` raises `WorkQueueFull` rather than
+    queue past `queue_limit`; `bot.metrics.WORK_QUEUE_DEPTH` and `WORK_IN_FLIGHT` follow every
+    item.
+
+    Not a `ThreadPoolExecutor`: that one starts its threads on demand, inside `submit`, under a
+    lock that every executor in the process shares, Bolt's listener pool included. A burst of 100
+    commands then started 100 threads while Bolt waited for that lock to hand out the acks: ack
+    p99 was 5-7x a bare Bolt app's. These threads are all started once, at construction.
+    """
 
     def __init__(self, threads: int, queue_limit: int, *, name: str = "backupbot-work") -> None:
-        super().__init__(threads, thread_name_prefix=name)
+        if threads < 1 or queue_limit < 0:
+            raise ValueError(f"threads must be at least 1, queue_limit not negative: {threads}")
         self.threads = threads
         self.queue_limit = queue_limit
         self._admission = threading.Lock()
         self._accepted = 0  # running or queued
+        self._closed = False
+        self._queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"{name}_{n}", daemon=True)
+            for n in range(threads)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         with self._admission:
+            if self._closed:
+                raise RuntimeError("cannot schedule new work after shutdown")
             if self._accepted >= self.threads + self.queue_limit:
                 raise WorkQueueFull(
                     f"{self.threads} running and {self.queue_limit} waiting: not accepted"
                 )
             self._accepted += 1
         WORK_QUEUE_DEPTH.inc()
-        context = contextvars.copy_context()
-
-        def run() -> T:
-            WORK_QUEUE_DEPTH.dec()
-            WORK_IN_FLIGHT.inc()
-            try:
-                return context.run(fn, *args, **kwargs)
-            finally:
-                WORK_IN_FLIGHT.dec()
-                self._release()
-
-        try:
-            future = super().submit(run)
-        except BaseException:  # shut down: not accepted after all
-            WORK_QUEUE_DEPTH.dec()
-            self._release()
-            raise
-        future.add_done_callback(self._cancelled)
+        future: Future[T] = Future()
+        self._queue.put(_WorkItem(future, contextvars.copy_context(), fn, args, kwargs))
         return future
 
     def accepted(self) -> int:
@@ -113,14 +117,56 @@ class WorkPool(ThreadPoolExecutor):
         with self._admission:
             return self._accepted
 
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No new work; what was accepted still runs (unless `cancel_futures`)."""
+        with self._admission:
+            if self._closed:
+                return
+            self._closed = True
+        if cancel_futures:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    item = self._queue.get_nowait()
+                    if item is not None:
+                        WORK_QUEUE_DEPTH.dec()
+                        item.future.cancel()
+                        self._release()
+        for _ in self._workers:
+            self._queue.put(None)  # after every item already queued
+        if wait:
+            for worker in self._workers:
+                worker.join()
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            WORK_QUEUE_DEPTH.dec()
+            if not item.future.set_running_or_notify_cancel():  # cancelled while it waited
+                self._release()
+                continue
+            WORK_IN_FLIGHT.inc()
+            try:
+                result = item.context.run(item.fn, *item.args, **item.kwargs)
+            except BaseException as exc:
+                item.future.set_exception(exc)
+            else:
+                item.future.set_result(result)
+            finally:
+                WORK_IN_FLIGHT.dec()
+                self._release()
+            del item  # not kept alive (nor its result) while the thread waits for the next
+
     def _release(self) -> None:
         with self._admission:
             self._accepted -= 1
 
-    def _cancelled(self, future: Future[Any]) -> None:
-        if future.cancelled():  # never ran (shutdown with cancel_futures, or cancel())
-            WORK_QUEUE_DEPTH.dec()
-            self._release()
+
+@dataclass
+class _WorkItem:
+    future: Future[Any]
+    context: contextvars.Context
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
 
 
 class Waiting(enum.Enum):
