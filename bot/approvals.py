@@ -628,7 +628,7 @@ class ApprovalRunner:
         self.settings = decisions.settings
         self._clock = clock
         self.owner = owner or worker_name()
-        self._leases = Leases(sessions, Approval, self.owner, clock)
+        self._leases = Leases(sessions, Approval, self.owner)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -675,7 +675,6 @@ class ApprovalRunner:
         )
         rows = self._leases.claim(
             due,
-            now=now,
             lease=timedelta(seconds=self.settings.lease_seconds),
             order_by=Approval.id,
             limit=20,
@@ -689,7 +688,7 @@ class ApprovalRunner:
                 except Exception:
                     log.exception("approval %s: step failed; trying again shortly", row.id)
         finally:
-            self._leases.release([row.id for row in rows])
+            self._leases.release(rows)
         return len(rows)
 
     def _carry(self, row: Approval) -> None:
@@ -874,8 +873,7 @@ class ApprovalRunner:
         )
 
     def _renew(self, row: Approval) -> bool:
-        until = self._clock() + timedelta(seconds=self.settings.lease_seconds)
-        return self._leases.save(row, lease_expires_at=until)
+        return bool(self._leases.renew([row], timedelta(seconds=self.settings.lease_seconds)))
 
     def _wait(self, row: Approval, detail: str | None = None) -> bool:
         values: dict[str, Any] = {

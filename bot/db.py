@@ -185,7 +185,8 @@ class WatchJob(Base):
     misses: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
     lease_owner: Mapped[str | None] = mapped_column(String(64))
-    lease_expires_at: Mapped[datetime | None]
+    lease_token: Mapped[str | None] = mapped_column(String(32))  # whose claim: see bot/leases.py
+    lease_expires_at: Mapped[datetime | None]  # by the database's clock
     notified_at: Mapped[datetime | None]
     notify_attempts: Mapped[int] = mapped_column(Integer, default=0)
     # False when the thread's parent is not our "started" message (an approval card).
@@ -279,7 +280,8 @@ class Approval(Base):
     finished_at: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]
     lease_owner: Mapped[str | None] = mapped_column(String(64))
-    lease_expires_at: Mapped[datetime | None]
+    lease_token: Mapped[str | None] = mapped_column(String(32))  # whose claim: see bot/leases.py
+    lease_expires_at: Mapped[datetime | None]  # by the database's clock
 
     def __repr__(self) -> str:
         return f"Approval(id={self.id}, backup_id={self.backup_id}, state={self.state!r})"
