@@ -291,16 +291,34 @@ class SchemaOutOfDate(Exception):
     """The database is behind the code's migrations and may not be upgraded automatically."""
 
 
+# How long any statement of ours waits for a lock before failing (PostgreSQL's lock_timeout,
+# SQLite's busy_timeout): a stalled lock holder makes one command fail, never every one hang.
+LOCK_WAIT_MS = 5000
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for DATABASE_URL; SQLite gets WAL and a busy timeout for the watcher thread."""
+    """An engine for DATABASE_URL with what every compare-and-set here assumes pinned, not
+    inherited from the server's defaults: READ COMMITTED and bounded lock waits. SQLite also
+    gets WAL (the watcher thread reads while the app writes)."""
+    if make_url(url).get_backend_name() == "postgresql":
+        kwargs.setdefault("isolation_level", "READ COMMITTED")
     engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    if engine.dialect.name == "postgresql":
+
+        @event.listens_for(engine, "connect")
+        def _postgresql_settings(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"SET lock_timeout = {LOCK_WAIT_MS}")
+            cursor.close()
+            dbapi_connection.commit()
+
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS}")
             if make_url(url).database not in (None, "", ":memory:"):
                 cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()

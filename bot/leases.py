@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -44,6 +44,16 @@ def database_now(session: Session) -> datetime:
     return datetime.fromisoformat(raw).replace(tzinfo=UTC)
 
 
+def database_clock(sessions: sessionmaker[Session]) -> Callable[[], datetime]:
+    """A clock that reads the database's (for expiry times several instances must agree on)."""
+
+    def now() -> datetime:
+        with sessions() as session:
+            return database_now(session)
+
+    return now
+
+
 class Leases:
     """Claims, writes, renews and releases rows of `model` (which has `id`, `lease_owner`,
     `lease_token` and `lease_expires_at` columns) on behalf of one worker, `owner`.
@@ -58,8 +68,7 @@ class Leases:
 
     def now(self) -> datetime:
         """The database's clock (what leases are measured against)."""
-        with self._sessions() as session:
-            return database_now(session)
+        return database_clock(self._sessions)()
 
     def claim(
         self,

@@ -4,7 +4,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot import db
@@ -132,3 +133,45 @@ def test_a_renewed_lease_is_measured_on_the_database_clock(
     time.sleep(0.4)  # past the first lease, well within the renewed one
     assert leases.save(job, attempts=3)
     assert _claim(Leases(sessions, WatchJob, "worker-2")) == []
+
+
+def test_sessions_are_read_committed_with_bounded_lock_waits(database_url: str) -> None:
+    """Pinned, not inherited: a database whose default is REPEATABLE READ (under which the
+    compare-and-sets and the audit chain could fork) still gets READ COMMITTED, and a lock held
+    elsewhere makes a write fail after LOCK_WAIT_MS instead of hanging."""
+    if database_url.startswith("postgresql"):
+        name = database_url.rpartition("/")[2]
+        admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(
+                text(
+                    f'ALTER DATABASE "{name}" SET default_transaction_isolation = '
+                    "'repeatable read'"
+                )
+            )
+        admin.dispose()
+    engine = db.make_engine(database_url)
+    db.upgrade(database_url)
+    try:
+        sessions = db.make_session_factory(engine)
+        _job(sessions, datetime(2026, 12, 1, 12, tzinfo=UTC))
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                assert conn.scalar(text("SHOW transaction_isolation")) == "read committed"
+                assert conn.scalar(text("SHOW lock_timeout")) == f"{db.LOCK_WAIT_MS // 1000}s"
+            else:
+                assert conn.scalar(text("PRAGMA busy_timeout")) == db.LOCK_WAIT_MS
+        holder = engine.connect()
+        try:
+            holder.begin()
+            holder.execute(update(WatchJob).values(attempts=1))  # holds the row (SQLite: the db)
+            began = time.monotonic()
+            with pytest.raises(OperationalError), sessions.begin() as session:
+                session.execute(update(WatchJob).values(attempts=2))
+            waited = time.monotonic() - began
+            assert db.LOCK_WAIT_MS / 1000 - 0.5 < waited < db.LOCK_WAIT_MS / 1000 + 5
+        finally:
+            holder.rollback()
+            holder.close()
+    finally:
+        engine.dispose()
