@@ -54,6 +54,7 @@ HASHED_FIELDS = (
 )
 OPTIONAL_HASHED_FIELDS = ("actor_enterprise_id", "approval_id")
 _ADVISORY_LOCK = 0x6261636B  # "back": one writer at a time across instances (PostgreSQL)
+_VERIFY_BATCH = 5000  # rows read at a time by `verify`: memory stays flat
 LOCK_TIMEOUT_SECONDS = 5.0  # how long an audit write waits for the chain's lock
 _LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's lock_timeout error
 
@@ -441,15 +442,24 @@ class AuditLog:
         `verify` reads millions, and building objects costs more than the hashing)."""
         columns = (*HASHED_FIELDS, *OPTIONAL_HASHED_FIELDS, "prev_hash", "row_hash")
         query = select(*(getattr(AuditEvent, name) for name in columns)).order_by(AuditEvent.id)
-        if after:
-            query = query.where(AuditEvent.id > after)
         if since is not None:
             query = query.where(AuditEvent.occurred_at >= since)
         with self._sessions() as session:
             # Core, not the ORM's execute: these are plain rows, and the ORM's per-row loading
-            # costs as much again as the hashing.
-            connection = session.connection()
-            yield from connection.execution_options(yield_per=2000).execute(query)
+            # costs as much again as the hashing. Batches by id (keyset), each a plain buffered
+            # query, in one REPEATABLE READ snapshot on PostgreSQL so they fit together.
+            options = {}
+            if session.get_bind().dialect.name == "postgresql":
+                options["isolation_level"] = "REPEATABLE READ"
+            connection = session.connection(execution_options=options)
+            while True:
+                batch = connection.execute(
+                    query.where(AuditEvent.id > after).limit(_VERIFY_BATCH)
+                ).all()
+                yield from batch
+                if len(batch) < _VERIFY_BATCH:
+                    return
+                after = batch[-1].id
 
     # -- checkpoints ---------------------------------------------------------------------
 
