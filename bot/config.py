@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -93,6 +94,11 @@ class Settings:
     audit_channel: str | None = None  # where checkpoints are posted (the Slack side)
     audit_checkpoint_hours: float = 24.0
     audit_retention_days: int | None = None  # None: keep audit rows forever
+    backup_stale_hours: float = 36.0  # a server whose newest good backup is older is stale
+    health_sweep_minutes: float = 30.0  # 0: no background sweep (on demand only)
+    alerts_channel: str | None = None  # where health alerts go (none: recorded, not posted)
+    digest_channel: str | None = None  # where the daily digest goes (none: no digest)
+    digest_time: time = time(8, 0)  # when, UTC
 
     def __repr__(self) -> str:
         """Every setting, with the database URL's password masked (tokens mask themselves)."""
@@ -188,6 +194,11 @@ def load_settings(
             get("AUDIT_CHECKPOINT_HOURS"), "AUDIT_CHECKPOINT_HOURS", 24.0
         ),
         audit_retention_days=_retention(get("AUDIT_RETENTION_DAYS")),
+        backup_stale_hours=_number(get("BACKUP_STALE_HOURS"), "BACKUP_STALE_HOURS", 36.0),
+        health_sweep_minutes=_sweep_minutes(get("HEALTH_SWEEP_MINUTES")),
+        alerts_channel=_channel(get("ALERTS_CHANNEL"), "ALERTS_CHANNEL"),
+        digest_channel=_channel(get("DIGEST_CHANNEL"), "DIGEST_CHANNEL"),
+        digest_time=_time_of_day(get("DIGEST_TIME"), "DIGEST_TIME"),
     )
 
 
@@ -277,6 +288,8 @@ _MAXIMUM = {
     "WORKER_LEASE_SECONDS": 3600,
     "AUDIT_CHECKPOINT_HOURS": 30 * 24,
     "AUDIT_RETENTION_DAYS": 100 * 366,
+    "BACKUP_STALE_HOURS": 90 * 24,
+    "HEALTH_SWEEP_MINUTES": 24 * 60,
 }
 
 
@@ -339,3 +352,22 @@ def _log_level(value: str | None) -> str:
         levels = ", ".join(sorted(_LOG_LEVELS))
         raise ConfigError(f"LOG_LEVEL must be one of {levels}, got {value!r}")
     return value.upper()
+
+
+def _sweep_minutes(value: str | None) -> float:
+    """HEALTH_SWEEP_MINUTES; 0 turns the background sweep off (sweeps on demand only)."""
+    if value is not None and value.strip() in ("0", "0.0"):
+        return 0.0
+    return _number(value, "HEALTH_SWEEP_MINUTES", 30.0)
+
+
+_TIME_OF_DAY = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def _time_of_day(value: str | None, name: str) -> time:
+    if value is None:
+        return time(8, 0)
+    match = _TIME_OF_DAY.match(value)
+    if not match:
+        raise ConfigError(f"{name} must be a UTC time of day as HH:MM (24 h), got {value!r}")
+    return time(int(match.group(1)), int(match.group(2)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from slack_bolt import App
 
 from bot.slack.edge import SlackEdge
-from bot.slack.listeners import actions, approvals, commands, events
+from bot.slack.listeners import actions, approvals, commands, events, health
 
 
 def register_listeners(app: App, edge: SlackEdge) -> None:
@@ -13,3 +13,4 @@ def register_listeners(app: App, edge: SlackEdge) -> None:
     actions.register(app, edge)
     approvals.register(app, edge)
     events.register(app, edge)
+    health.register(app, edge)

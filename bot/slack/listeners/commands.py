@@ -17,6 +17,7 @@ from bot.slack.listeners.replies import (
     request_restore,
     show_audit,
     show_list,
+    show_status,
 )
 from bot.slack.parser import (
     COMMAND_NAME,
@@ -30,6 +31,7 @@ from bot.slack.parser import (
     ListCommand,
     ParseError,
     RestoreCommand,
+    StatusCommand,
     parse,
 )
 
@@ -74,6 +76,8 @@ def run_command(edge: SlackEdge, parsed: Command, actor: Actor, respond: Respond
         offer_delete(edge, actor, respond, parsed.backup_id)
     elif isinstance(parsed, RestoreCommand):
         request_restore(edge, actor, respond, parsed.backup_id, parsed.reason or "")
+    elif isinstance(parsed, StatusCommand):
+        show_status(edge, actor, respond, parsed.server.argument if parsed.server else None)
     elif isinstance(parsed, AuditCommand):
         show_audit(edge, actor, respond, audit_query(parsed))
     elif isinstance(parsed, AuditExportCommand):

@@ -9,7 +9,8 @@ from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
 from bot.policy import Action
-from bot.slack import approval_blocks, blocks
+from bot.service import ServiceError
+from bot.slack import approval_blocks, blocks, health_blocks
 from bot.slack.edge import SlackEdge, guarded
 from bot.slack.parser import USAGE
 
@@ -36,6 +37,8 @@ def publish_home(edge: SlackEdge, user_id: str) -> None:
     roles, allowed = edge.service.permissions(user_id)
     view = {"type": "home", **blocks.home_view(USAGE, roles, allowed)}
     view["blocks"] += approval_blocks.pending_on_home(edge.approvals.pending_for(user_id))
+    if Action.LIST.value in allowed and edge.service.health is not None:
+        view["blocks"] += _health_on_home(edge, user_id)
     if Action.AUDIT.value in allowed:
         page, checkpoint = edge.service.audit_overview(edge.actor(user_id, "", None, None))
         view["blocks"] += blocks.audit_on_home(page, checkpoint)
@@ -43,3 +46,13 @@ def publish_home(edge: SlackEdge, user_id: str) -> None:
         edge.client.views_publish(user_id=user_id, view=view)
     except SlackApiError as exc:
         log.warning("views.publish failed: %s", exc.response.get("error"))
+
+
+def _health_on_home(edge: SlackEdge, user_id: str) -> list[dict[str, Any]]:
+    """The status table, worst first, for everyone who may list backups."""
+    try:
+        with edge.service.someone_waiting():
+            report = edge.service.status(edge.actor(user_id, "", None, None))
+    except ServiceError as exc:
+        return health_blocks.status_unavailable_on_home(str(exc))
+    return health_blocks.status_on_home(report)
