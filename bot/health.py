@@ -529,8 +529,9 @@ class HealthMonitor:
             if row.kind == IncidentKind.STALE.value:
                 recovered = health is not None and not health.stale
             else:
+                # As `failed_since_good` counts: a failure no later than the good one is over.
                 since = row.backup_created_at or row.opened_at
-                recovered = good is not None and good.created_at > since
+                recovered = good is not None and good.created_at >= since
             if recovered and self._resolve(row, now, good):
                 report.resolved.append(_incident(row))
                 open_keys.discard(row.open_key)

@@ -458,7 +458,7 @@ def digest_message(digest: Digest) -> dict[str, Any]:
             more = f"…and {len(bad) - DIGEST_LIMIT} more: `{COMMAND_NAME} status`"
             blocks.append(ContextBlock(elements=[MarkdownTextObject(text=more)]))
         if not bad and status.servers:
-            every = f"✅ All {count_words(len(status.servers), 'server')} are healthy."
+            every = f"✅ Every server is healthy ({count_words(len(status.servers), 'server')})."
             blocks.append(SectionBlock(text=MarkdownTextObject(text=every)))
     blocks.append(DividerBlock())
     lines = [f"*Through Backup Bot since {slack_date(digest.since)}*"]
