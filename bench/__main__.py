@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from bench import ack_latency, audit_review, watch_polling
+from bench import ack_latency, audit_review, health_sweep, watch_polling
 
 
 def main() -> int:
@@ -13,6 +13,7 @@ def main() -> int:
     watch_polling.main(sys.argv[1:])
     ack_latency.main(sys.argv[1:])
     audit_review.main(sys.argv[1:])
+    health_sweep.main(sys.argv[1:])
     return 0
 
 
