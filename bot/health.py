@@ -786,31 +786,31 @@ class HealthMonitor:
     # -- the digest ---------------------------------------------------------------------------
 
     def digest_if_due(self) -> str | None:
-        """Post today's digest if its time has come and it was not posted (or tried) yet.
-        Returns the day's row state after this call, or None when there is no digest due."""
+        """Post today's digest if its time has come and it was not posted (or tried) yet, and
+        settle an earlier day's that is still being retried. Returns the state the digest it
+        handled is left in, or None when none was due."""
         channel = self.settings.digest_channel
         if channel is None:
             return None
         now = self._clock()
         slot = datetime.combine(now.astimezone(UTC).date(), self.settings.digest_time, UTC)
-        if now < slot:
-            return None
-        self._ensure_digest_row(slot)
+        if now >= slot:
+            self._ensure_digest_row(slot)
         rows = self._digests.claim(
-            and_(HealthDigest.day == slot.date().isoformat(), HealthDigest.next_attempt_at <= now),
+            HealthDigest.next_attempt_at <= now,
             now=now,
             lease=timedelta(seconds=self.settings.lease_seconds),
-            order_by=HealthDigest.id,
-            limit=1,
+            order_by=HealthDigest.day,
+            limit=2,
         )
-        if not rows:
-            return None
-        row = rows[0]
+        state = None
         try:
-            self._post_digest(row, channel, now)
+            for row in rows:
+                self._post_digest(row, channel, now)
+                state = row.state
         finally:
-            self._digests.release([row.id])
-        return row.state
+            self._digests.release([row.id for row in rows])
+        return state
 
     def _ensure_digest_row(self, slot: datetime) -> None:
         day = slot.date().isoformat()

@@ -528,6 +528,23 @@ def test_a_digest_found_mid_post_after_a_crash_is_not_posted_twice(rig: HealthRi
     assert row.outcome == "error" and "not posted again" in row.detail
 
 
+def test_a_digest_slack_keeps_refusing_is_given_up_after_half_a_day(rig: HealthRig) -> None:
+    rig.server(1, "web")
+    rig.backup(1, timedelta(hours=2))
+    rig.slack.fail("chat.postMessage", "fatal_error", count=1000)
+    rig.clock.now = datetime.combine(NOW.date(), time(20, 0), UTC)
+    monitor = rig.monitor(digest_time=time(20, 0))
+    assert monitor.digest_if_due() == PostState.DUE.value  # refused: tried again later
+    rig.clock.now += monitor.settings.retry
+    assert monitor.digest_if_due() == PostState.DUE.value
+    rig.clock.now += timedelta(hours=13)  # the next morning, before its own digest time
+    assert monitor.digest_if_due() == PostState.FAILED.value
+    assert monitor.digest_if_due() is None
+    assert len(rig.slack.calls_to("chat.postMessage")) == 2
+    [row] = rig.rows("digest")
+    assert row.outcome == "error" and "not posted in time" in row.detail
+
+
 def test_the_slack_poster_says_which_failures_may_be_retried(slack: SlackDouble) -> None:
     web = WebClient(token=slack.bot_token, base_url=slack.api_url)
     poster = SlackHealthPoster(web)
