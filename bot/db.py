@@ -344,6 +344,7 @@ class HealthIncident(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]  # None: nothing to post
     lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_token: Mapped[str | None] = mapped_column(String(32))  # whose claim: see bot/leases.py
     lease_expires_at: Mapped[datetime | None]
 
     def __repr__(self) -> str:
@@ -367,6 +368,7 @@ class HealthDigest(Base):
     next_attempt_at: Mapped[datetime | None]
     detail: Mapped[str] = mapped_column(Text, default="")
     lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_token: Mapped[str | None] = mapped_column(String(32))  # whose claim: see bot/leases.py
     lease_expires_at: Mapped[datetime | None]
 
     def __repr__(self) -> str:
@@ -384,6 +386,7 @@ class HealthSweep(Base):
     running: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_error: Mapped[str] = mapped_column(Text, default="")
     lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_token: Mapped[str | None] = mapped_column(String(32))  # whose claim: see bot/leases.py
     lease_expires_at: Mapped[datetime | None]
 
 

@@ -369,9 +369,9 @@ class HealthMonitor:
         self.owner = owner or worker_name()
         self._clock = clock
         self._approvers_of = approvers_of
-        self._sweeps = Leases(sessions, HealthSweep, self.owner, clock)
-        self._incidents = Leases(sessions, HealthIncident, self.owner, clock)
-        self._digests = Leases(sessions, HealthDigest, self.owner, clock)
+        self._sweeps = Leases(sessions, HealthSweep, self.owner)
+        self._incidents = Leases(sessions, HealthIncident, self.owner)
+        self._digests = Leases(sessions, HealthDigest, self.owner)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -433,7 +433,7 @@ class HealthMonitor:
         try:
             self._sweep(row, now, report)
         finally:
-            self._sweeps.release([row.id])
+            self._sweeps.release([row])
         report.posted = self.deliver()
         return report
 
@@ -448,7 +448,6 @@ class HealthMonitor:
             due = or_(HealthSweep.last_sweep_at.is_(None), HealthSweep.last_sweep_at <= now - every)
         rows = self._sweeps.claim(
             and_(HealthSweep.id == _SWEEP_ROW, due),
-            now=now,
             lease=timedelta(seconds=self.settings.lease_seconds),
             order_by=HealthSweep.id,
             limit=1,
@@ -607,7 +606,6 @@ class HealthMonitor:
         now = self._clock()
         rows = self._incidents.claim(
             HealthIncident.next_attempt_at <= now,
-            now=now,
             lease=timedelta(seconds=self.settings.lease_seconds),
             order_by=HealthIncident.next_attempt_at,
             limit=self.settings.batch,
@@ -624,7 +622,7 @@ class HealthMonitor:
                 except Exception:
                     log.exception("health: delivering incident %s failed", row.id)
         finally:
-            self._incidents.release([row.id for row in rows])
+            self._incidents.release(rows)
         return posted
 
     def _deliver(self, row: HealthIncident, now: datetime) -> int:
@@ -798,7 +796,6 @@ class HealthMonitor:
             self._ensure_digest_row(slot)
         rows = self._digests.claim(
             HealthDigest.next_attempt_at <= now,
-            now=now,
             lease=timedelta(seconds=self.settings.lease_seconds),
             order_by=HealthDigest.day,
             limit=2,
@@ -809,7 +806,7 @@ class HealthMonitor:
                 self._post_digest(row, channel, now)
                 state = row.state
         finally:
-            self._digests.release([row.id for row in rows])
+            self._digests.release(rows)
         return state
 
     def _ensure_digest_row(self, slot: datetime) -> None:

@@ -3,7 +3,7 @@ the alert's thread), the daily digests (one row a day), and the sweep's own row 
 and which backups it saw in progress).
 
 Revision ID: 0009_backup_health
-Revises: 0007_audit_review_indexes
+Revises: 0010_lease_tokens
 Create Date: 2026-12-02
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import bot.db
 
 revision: str = "0009_backup_health"
-down_revision: str | None = "0007_audit_review_indexes"
+down_revision: str | None = "0010_lease_tokens"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", when(), nullable=True),
         sa.Column("lease_owner", sa.String(64), nullable=True),
+        sa.Column("lease_token", sa.String(32), nullable=True),
         sa.Column("lease_expires_at", when(), nullable=True),
         sa.CheckConstraint(
             "kind IN ('stale', 'failed', 'vanished')", name="ck_health_incidents_kind"
@@ -64,6 +65,7 @@ def upgrade() -> None:
         sa.Column("next_attempt_at", when(), nullable=True),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.Column("lease_owner", sa.String(64), nullable=True),
+        sa.Column("lease_token", sa.String(32), nullable=True),
         sa.Column("lease_expires_at", when(), nullable=True),
     )
     op.create_table(
@@ -73,6 +75,7 @@ def upgrade() -> None:
         sa.Column("running", sa.JSON(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=False),
         sa.Column("lease_owner", sa.String(64), nullable=True),
+        sa.Column("lease_token", sa.String(32), nullable=True),
         sa.Column("lease_expires_at", when(), nullable=True),
     )
 
