@@ -173,15 +173,17 @@ def health_of(
 ) -> ServerHealth:
     """One server's health from its backups. Stale: the newest completed backup is *older*
     than `stale_after` (exactly that old is not stale), or there is none."""
-    completed = [b for b in backups if b.phase is Phase.COMPLETED]
-    failed = [b for b in backups if b.phase is Phase.FAILED]
+    by_phase: dict[Phase, list[Backup]] = {phase: [] for phase in Phase}
+    for backup in backups:  # `phase` reads the status once per backup: a sweep has thousands
+        by_phase[backup.phase].append(backup)
+    completed, failed = by_phase[Phase.COMPLETED], by_phase[Phase.FAILED]
     newest_completed = _newest(completed)
     good_since = newest_completed.created_at if newest_completed else None
     return ServerHealth(
         server=server,
         newest_completed=newest_completed,
         newest_automatic=_newest(b for b in backups if b.backup_type == "automatic"),
-        in_progress=_newest_first(b for b in backups if b.phase is Phase.RUNNING),
+        in_progress=_newest_first(by_phase[Phase.RUNNING]),
         recent_failures=_newest_first(b for b in failed if now - b.created_at <= failure_window),
         failed_since_good=_newest_first(
             b for b in failed if good_since is None or b.created_at > good_since
