@@ -726,31 +726,20 @@ class HealthMonitor:
         self, row: HealthIncident, now: datetime, exc: NotPosted, column: str, what: str
     ) -> int:
         recovered = column == "reply_state"
+        settled: tuple[PostState, str] | None = None
         if exc.unclear:
-            self._incidents.save(
-                row,
-                **{column: PostState.UNKNOWN.value},
-                next_attempt_at=now if not recovered else None,
-            )
-            self._record_alert(
-                row,
-                Outcome.ERROR,
+            settled = (
+                PostState.UNKNOWN,
                 f"the {what} may or may not have been posted ({exc.reason}); not posted again",
-                recovered=recovered,
             )
-            return 0
-        if exc.final or now - row.opened_at > self.settings.give_up_after:
+        elif exc.final or now - row.opened_at > self.settings.give_up_after:
+            settled = (PostState.FAILED, f"the {what} could not be posted: {exc.reason}")
+        if settled is not None:
+            state, detail = settled
             self._incidents.save(
-                row,
-                **{column: PostState.FAILED.value},
-                next_attempt_at=now if not recovered else None,
+                row, **{column: state.value}, next_attempt_at=now if not recovered else None
             )
-            self._record_alert(
-                row,
-                Outcome.ERROR,
-                f"the {what} could not be posted: {exc.reason}",
-                recovered=recovered,
-            )
+            self._record_alert(row, Outcome.ERROR, detail, recovered=recovered)
             return 0
         log.info("health: %s of incident %s not posted (%s); later", what, row.id, exc.reason)
         self._incidents.save(
