@@ -7,7 +7,17 @@ No module outside `bot/` needs to know the names: the domain and the edge call t
 
 from __future__ import annotations
 
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
 from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.db import Approval, ApprovalState, WatchJob, WatchState
+
+log = logging.getLogger(__name__)
 
 # Requests from people -------------------------------------------------------------------------
 
@@ -63,3 +73,66 @@ SHARED_READS = Counter(
 
 WATCH_JOBS = Gauge("backupbot_watch_jobs", "Backup watch jobs by state.", ["state"])
 APPROVALS = Gauge("backupbot_approvals", "Restore approvals by state.", ["state"])
+STATES_READABLE = Gauge(
+    "backupbot_job_states_readable",
+    "1 if the last scrape could count watch jobs and approvals in the database, else 0 (the two"
+    " gauges above are then absent rather than stale).",
+)
+
+
+class JobStates:
+    """Sets `WATCH_JOBS` and `APPROVALS` before each scrape, with one GROUP BY query each.
+
+    The counts are the database's, so every instance on one database reports the same: aggregate
+    them with max(), not sum(). A scrape never waits more than `timeout` for the database: past it,
+    or when the database is down, it answers without the two gauges and with
+    `backupbot_job_states_readable 0`. At most one count runs at a time (a slow database is not
+    sent a query per scrape).
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], *, timeout: float = 2.0) -> None:
+        self._sessions = sessions
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._running: Future[dict[str, dict[str, int]]] | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="backupbot-metrics")
+
+    def refresh(self) -> None:
+        with self._lock:
+            if self._running is None or self._running.done():
+                self._running = self._pool.submit(self._count)
+            running = self._running
+        try:
+            counts = running.result(timeout=self._timeout)
+        except Exception as exc:  # the database is down, or slower than a scrape may wait
+            log.warning("metrics: cannot count jobs and approvals (%s)", type(exc).__name__)
+            with self._lock:
+                WATCH_JOBS.clear()
+                APPROVALS.clear()
+                STATES_READABLE.set(0)
+            return
+        with self._lock:
+            for gauge, states in (
+                (WATCH_JOBS, counts["watch"]),
+                (APPROVALS, counts["approvals"]),
+            ):
+                for state, count in states.items():  # every known state: 0 when nobody is in it
+                    gauge.labels(state).set(count)
+            STATES_READABLE.set(1)
+
+    def _count(self) -> dict[str, dict[str, int]]:
+        watch = {state.value: 0 for state in WatchState}
+        approvals = {state.value: 0 for state in ApprovalState}
+        with self._sessions() as session:
+            for state, count in session.execute(
+                select(WatchJob.state, func.count()).group_by(WatchJob.state)
+            ):
+                watch[state] = count
+            for state, count in session.execute(
+                select(Approval.state, func.count()).group_by(Approval.state)
+            ):
+                approvals[state] = count
+        return {"watch": watch, "approvals": approvals}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
