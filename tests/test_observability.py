@@ -128,10 +128,10 @@ def test_commands_and_actions_are_counted_by_name_and_outcome_with_their_ack_tim
     acks = "backupbot_ack_seconds_count"
     assert value(after, acks, kind="command") - value(before, acks, kind="command") == 5
     assert value(after, acks, kind="action") - value(before, acks, kind="action") == 1
-    # Every ack was well inside Slack's 3 s: none above the 2 s bucket.
-    slow = value(after, "backupbot_ack_seconds_bucket", kind="command", le="2.0")
+    # Every ack was inside Slack's 3 s.
+    in_time = value(after, "backupbot_ack_seconds_bucket", kind="command", le="3.0")
     all_acks = value(after, "backupbot_ack_seconds_bucket", kind="command", le="+Inf")
-    assert slow == all_acks
+    assert in_time == all_acks
 
 
 def test_watch_jobs_and_approvals_are_gauged_by_state(rig: AppRig) -> None:
@@ -161,11 +161,13 @@ def test_a_scrape_answers_when_the_database_is_down_or_hangs(tmp_path: Path) -> 
     hung = make_session_factory(hung_engine)
     states = [JobStates(down, timeout=0.5), JobStates(hung, timeout=0.5)]
     try:
-        for job_states in states:
+        for job_states, waits in zip(states, (False, True), strict=True):
             with WsgiServer(metrics_app(job_states.refresh)) as server:
                 start = time.monotonic()
                 samples = scrape(f"{server.url}/metrics")
-                assert time.monotonic() - start < 3.0
+                elapsed = time.monotonic() - start
+                assert elapsed < 3.0
+                assert (elapsed >= 0.45) is waits, elapsed  # the hung one: its 0.5 s, no more
                 assert value(samples, "backupbot_job_states_readable") == 0
                 assert not [
                     k for k in samples if k[0] in ("backupbot_watch_jobs", "backupbot_approvals")

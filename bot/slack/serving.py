@@ -265,13 +265,13 @@ class _ObservedSocketModeHandler(SocketModeHandler):
     timed up to the moment it is sent back over the WebSocket."""
 
     def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
-        arrived = time.perf_counter()
+        arrived, started = time.perf_counter(), time.time()
         payload = req.payload if isinstance(req.payload, dict) else {}
         kind = "command" if req.type == "slash_commands" else request_kind(payload)
         with request_scope():
             log.debug("slack request: %s%s", kind, _retry_note(req.retry_attempt))
             response = run_bolt_app(self.app, req)
-            send_response(client, req, response, time.time())
+            send_response(client, req, response, started)
             ACK_SECONDS.labels(kind).observe(time.perf_counter() - arrived)
 
 
