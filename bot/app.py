@@ -112,8 +112,6 @@ class BackupBot:
         self.watcher.stop()
         self.slack.close()
         self.vps.close()
-        if self.job_states is not None:
-            self.job_states.close()
         self.engine.dispose()
 
 

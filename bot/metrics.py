@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import func, select
@@ -80,6 +79,15 @@ STATES_READABLE = Gauge(
 )
 
 
+class _Count:
+    """One count in flight: scrapes that arrive meanwhile wait for it rather than start another."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: dict[str, dict[str, int]] | None = None
+        self.error: BaseException | None = None
+
+
 class JobStates:
     """Sets `WATCH_JOBS` and `APPROVALS` before each scrape, with one GROUP BY query each.
 
@@ -87,30 +95,33 @@ class JobStates:
     them with max(), not sum(). A scrape never waits more than `timeout` for the database: past it,
     or when the database is down, it answers without the two gauges and with
     `backupbot_job_states_readable 0`. At most one count runs at a time (a slow database is not
-    sent a query per scrape).
+    sent a query per scrape), on a daemon thread: a count stuck on an unreachable database never
+    holds up the process's exit.
     """
 
     def __init__(self, sessions: sessionmaker[Session], *, timeout: float = 2.0) -> None:
         self._sessions = sessions
         self._timeout = timeout
         self._lock = threading.Lock()
-        self._running: Future[dict[str, dict[str, int]]] | None = None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="backupbot-metrics")
+        self._pending: _Count | None = None
 
     def refresh(self) -> None:
         with self._lock:
-            if self._running is None or self._running.done():
-                self._running = self._pool.submit(self._count)
-            running = self._running
-        try:
-            counts = running.result(timeout=self._timeout)
-        except Exception as exc:  # the database is down, or slower than a scrape may wait
-            log.warning("metrics: cannot count jobs and approvals (%s)", type(exc).__name__)
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = _Count()
+                threading.Thread(
+                    target=self._run, args=(pending,), name="backupbot-metrics", daemon=True
+                ).start()
+        if not pending.done.wait(self._timeout) or pending.result is None:
+            why = type(pending.error).__name__ if pending.error else "no answer in time"
+            log.warning("metrics: cannot count jobs and approvals (%s)", why)
             with self._lock:
                 WATCH_JOBS.clear()
                 APPROVALS.clear()
                 STATES_READABLE.set(0)
             return
+        counts = pending.result
         with self._lock:
             for gauge, states in (
                 (WATCH_JOBS, counts["watch"]),
@@ -119,6 +130,16 @@ class JobStates:
                 for state, count in states.items():  # every known state: 0 when nobody is in it
                     gauge.labels(state).set(count)
             STATES_READABLE.set(1)
+
+    def _run(self, pending: _Count) -> None:
+        try:
+            pending.result = self._count()
+        except Exception as exc:  # the database is down: the scrape says so
+            pending.error = exc
+        finally:
+            with self._lock:
+                self._pending = None
+            pending.done.set()
 
     def _count(self) -> dict[str, dict[str, int]]:
         watch = {state.value: 0 for state in WatchState}
@@ -133,6 +154,3 @@ class JobStates:
             ):
                 approvals[state] = count
         return {"watch": watch, "approvals": approvals}
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)

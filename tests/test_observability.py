@@ -177,8 +177,6 @@ def test_a_scrape_answers_when_the_database_is_down_or_hangs(tmp_path: Path) -> 
         accepting.join(2)
         for connection in held:
             connection.close()  # the hung connect fails now, and its thread ends
-        for job_states in states:
-            job_states.close()
         hung_engine.dispose()
 
 
