@@ -211,8 +211,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                     f"cannot listen on {args.host}:{port}: {exc.strerror or exc}"
                 ) from None
             logging.getLogger(__name__).info(
-                "Backup Bot serving POST /slack/events, GET /healthz%s on %s:%s",
-                "" if settings.metrics_port else " and GET /metrics",
+                "Backup Bot serving POST /slack/events, %sGET /healthz on %s:%s",
+                "" if settings.metrics_port else "GET /metrics and ",
                 args.host,
                 server.port,
             )
