@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -33,12 +34,15 @@ from bot.config import ConfigError, load_settings
 from bot.db import AuditEvent, Outcome, alembic_config, make_engine, make_session_factory, upgrade
 from bot.logs import JsonFormatter, request_scope
 from bot.metrics import JobStates
-from bot.sandbox.slack import SlackDouble, SlackSender
+from bot.sandbox.slack import RecordedResponse, SlackDouble, SlackSender
 from bot.sandbox.vps import Simulator
 from bot.slack import blocks
 from bot.slack.serving import metrics_app
 from bot.wsgi_server import WsgiServer
+from tests.conftest import SIM_TOKEN
+from tests.socket_double import SocketModeDouble
 from tests.test_audit import drop_triggers
+from tests.test_cli import _start_run
 from tests.test_slack_app import AppRig, rigs_of, text_of
 from tests.test_socket_mode import SocketRig
 
@@ -459,3 +463,51 @@ def test_the_command_line_exports_one_requests_rows(
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["id"] for r in rows] == [row.id]
     assert rows[0]["request_id"] == row.request_id
+
+
+def test_run_in_socket_mode_serves_metrics_on_metrics_port_with_json_logs(
+    tmp_path: Path, slack: SocketModeDouble, simulator: Simulator
+) -> None:
+    with socket.socket() as probe:  # a free port for METRICS_PORT (which must name one)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = _start_run(
+        tmp_path,
+        slack,
+        simulator,
+        "--host",
+        "127.0.0.1",
+        SLACK_APP_TOKEN=slack.app_token,
+        METRICS_PORT=str(port),
+        METRICS_TOKEN=METRICS_TOKEN,
+        LOG_FORMAT="json",
+        LOG_LEVEL="DEBUG",
+    )
+    lines: list[str] = []
+    assert process.stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr or ()), daemon=True)
+    reader.start()
+    try:
+        assert slack.socket_connected(timeout=20)
+        assert wait_until(lambda: any("GET /metrics and /healthz on" in x for x in lines), 20)
+        url = f"http://127.0.0.1:{port}/metrics"
+        assert httpx.get(url, timeout=5).status_code == 401
+        before = value(scrape(url, METRICS_TOKEN), "backupbot_ack_seconds_count", kind="command")
+        envelope = slack.socket_slash_command("list web-server-01", "U_ALICE", "C_OPS")
+        slack.socket_ack(envelope.envelope_id, timeout=3)
+        slack.wait_for(lambda e: isinstance(e, RecordedResponse), timeout=10)
+        after = value(scrape(url, METRICS_TOKEN), "backupbot_ack_seconds_count", kind="command")
+        assert after == before + 1
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json() == {"ok": True}
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        reader.join(5)
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    audit = [r for r in records if r["logger"] == "bot.audit" and "list" in r["message"]]
+    assert audit and audit[0]["request_id"], records[-5:]
+    same = {r["logger"] for r in records if r["request_id"] == audit[0]["request_id"]}
+    assert {"bot.slack.serving", "bot.audit", "bot.vps.client"} <= same
+    for secret in (SIM_TOKEN, METRICS_TOKEN, slack.bot_token, slack.app_token):
+        assert secret not in "".join(lines)
