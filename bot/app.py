@@ -22,14 +22,23 @@ from bot.audit import AuditLog, CheckpointWriter
 from bot.config import Settings
 from bot.db import ensure_schema, make_engine, make_session_factory
 from bot.health import HealthMonitor, HealthSettings, utcnow
+from bot.logs import MIN_MASKED_ANYWHERE, protect
+from bot.metrics import JobStates
 from bot.policy import Policy
 from bot.replays import RequestLedger
 from bot.service import BackupService
 from bot.slack.app import SlackApp, SlackConnection, build_slack_app
 from bot.slack.health_post import SlackHealthPoster
-from bot.slack.serving import HttpServer, run_socket_mode, wsgi_app
+from bot.slack.serving import (
+    HttpServer,
+    metrics_app,
+    metrics_only_app,
+    run_socket_mode,
+    wsgi_app,
+)
 from bot.vps.client import BackupsClient
 from bot.watch import Watcher, WatchSettings
+from bot.wsgi_server import WsgiApp, WsgiServer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,7 @@ class BackupBot:
     slack: SlackApp
     checkpoints: CheckpointWriter | None = None  # with AUDIT_SIGNING_KEY: signed checkpoints
     health: HealthMonitor | None = None  # status, the health sweep, alerts, the daily digest
+    job_states: JobStates | None = None  # the job and approval gauges, read at each scrape
 
     def healthy(self) -> bool:
         """Whether the database answers (for `/healthz`)."""
@@ -80,8 +90,23 @@ class BackupBot:
             self.healthy,
             signing_secret=secret.reveal() if secret else None,
             first_time=RequestLedger(self.sessions).first_time,
+            # With METRICS_PORT, /metrics moves there (off the port Slack reaches).
+            metrics=None if self.settings.metrics_port else self.metrics_endpoint(),
         )
         return HttpServer(application, host=host, port=port)
+
+    def metrics_endpoint(self) -> WsgiApp:
+        """`GET /metrics` (behind METRICS_TOKEN when set)."""
+        if self.job_states is None:
+            self.job_states = JobStates(self.sessions)
+        token = self.settings.metrics_token
+        return metrics_app(self.job_states.refresh, token.reveal() if token else None)
+
+    def metrics_server(self, host: str = "0.0.0.0", port: int | None = None) -> WsgiServer:  # noqa: S104
+        """`GET /metrics` and `GET /healthz` on METRICS_PORT (or `port`); `start()` it."""
+        chosen = self.settings.metrics_port if port is None else port
+        application = metrics_only_app(self.metrics_endpoint(), self.healthy)
+        return WsgiServer(application, host=host, port=chosen or 0, threads=2, ident="backupbot")
 
     def run_socket_mode(self, stop: threading.Event | None = None) -> None:
         assert self.settings.slack_app_token is not None
@@ -117,6 +142,7 @@ def build_app(
     `health_tuning`, `health_clock`: the health monitor's `HealthSettings` fields to change, and
     its clock (in tests)."""
     settings.require("SLACK_BOT_TOKEN", "VPS_API_TOKEN")
+    protect_secrets(settings)
     socket_mode = settings.socket_mode if socket_mode is None else socket_mode
     if not socket_mode:
         settings.require("SLACK_SIGNING_SECRET")
@@ -223,3 +249,18 @@ def health_settings(settings: Settings) -> HealthSettings:
         digest_time=settings.digest_time,
         lease_seconds=settings.worker_lease_seconds,
     )
+
+
+def protect_secrets(settings: Settings) -> None:
+    """Mask every configured secret in every log record; say which are too short to be masked
+    inside other text (by name: never the value, nor its length)."""
+    named = settings.named_secrets()
+    protect(value for values in named.values() for value in values)
+    for name, values in named.items():
+        if any(len(value) < MIN_MASKED_ANYWHERE for value in values):
+            log.warning(
+                "%s is shorter than %d characters: logs mask it only where it stands alone; "
+                "use a long random value",
+                name,
+                MIN_MASKED_ANYWHERE,
+            )

@@ -31,6 +31,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.db import AuditCheckpoint, AuditEvent, Outcome, utcnow
+from bot.logs import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ HASHED_FIELDS = (
     "provider_status",
     "detail",
 )
-OPTIONAL_HASHED_FIELDS = ("actor_enterprise_id", "approval_id")
+# Hashed only when set (so older rows keep their hashes); setting, changing or clearing one breaks
+# the row's hash. `request_id` (0008): the Slack request the row was written for.
+OPTIONAL_HASHED_FIELDS = ("actor_enterprise_id", "approval_id", "request_id")
 _ADVISORY_LOCK = 0x6261636B  # "back": one writer at a time across instances (PostgreSQL)
 _VERIFY_BATCH = 5000  # rows read at a time by `verify`: memory stays flat
 LOCK_TIMEOUT_SECONDS = 5.0  # how long an audit write waits for the chain's lock
@@ -99,6 +102,7 @@ class AuditEntry:
     provider_status: int | None
     detail: str
     approval_id: int | None
+    request_id: str | None = None
 
     @classmethod
     def of(cls, event: AuditEvent) -> AuditEntry:
@@ -343,6 +347,7 @@ class AuditLog:
         detail: str = "",
         approval_id: int | None = None,
     ) -> AuditEvent:
+        """One row, in its own transaction; it stores the current Slack request's id."""
         event = AuditEvent(
             occurred_at=utcnow(),
             actor_user_id=actor.user_id,
@@ -358,6 +363,7 @@ class AuditLog:
             provider_status=provider_status,
             detail=detail[:_DETAIL_LIMIT],
             approval_id=approval_id,
+            request_id=current_request_id(),
         )
         try:
             with self._sessions.begin() as session:
@@ -706,8 +712,11 @@ def _filters(
     since: datetime | None = None,
     approval_id: int | None = None,
     outcome: str | None = None,
+    request_id: str | None = None,
 ) -> list[Any]:
     where: list[Any] = []
+    if request_id is not None:
+        where.append(AuditEvent.request_id == request_id)
     if user_id is not None:
         where.append(AuditEvent.actor_user_id == user_id)
     if server_id is not None:

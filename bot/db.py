@@ -83,6 +83,7 @@ class AuditEvent(Base):
         Index("ix_audit_events_action_id", "action", "id"),
         Index("ix_audit_events_approval_id_id", "approval_id", "id"),
         Index("ix_audit_events_outcome_id", "outcome", "id"),
+        Index("ix_audit_events_request_id", "request_id"),  # 0008
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -102,6 +103,8 @@ class AuditEvent(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     provider_status: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str] = mapped_column(Text, default="")
+    # The Slack request the row was written for (its log lines carry the same id; hashed when set).
+    request_id: Mapped[str | None] = mapped_column(String(32))
     # Hash chain (bot/audit.py): each row's hash covers its content and the previous row's hash.
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     row_hash: Mapped[str | None] = mapped_column(String(64))

@@ -576,7 +576,7 @@ def test_the_health_migration_goes_down_and_up_again(database_url: str) -> None:
         assert tables <= set(inspect(engine).get_table_names())
         from alembic import command
 
-        command.downgrade(db.alembic_config(database_url), "0009_backup_health-1")
+        command.downgrade(db.alembic_config(database_url), "0010_backup_health-1")
         engine.dispose()
         assert not tables & set(inspect(engine).get_table_names())
         db.upgrade(database_url)

@@ -8,6 +8,7 @@ would hold every later ack past Slack's 3 s. So listeners ack first and hand any
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import functools
 import logging
@@ -23,10 +24,11 @@ from slack_sdk import WebClient
 
 from bot.approvals import RestoreApprovals
 from bot.audit import Actor
+from bot.logs import current_request_id
 from bot.service import BackupService, ServiceError
 from bot.slack import blocks
 from bot.slack.directory import SlackDirectory
-from bot.slack.errors import error_notice
+from bot.slack.errors import error_notice, unexpected_failure
 from bot.slack.notify import post_to_dm, slack_error
 
 log = logging.getLogger(__name__)
@@ -187,11 +189,11 @@ class SlackEdge:
                 reference = _reference()
                 log.exception("%s failed (reference %s)", what, reference)
                 if actor is not None:
-                    self.reply_private(patient, actor, blocks.unexpected_failure(what, reference))
+                    self.reply_private(patient, actor, unexpected_failure(what, reference))
             finally:
                 patient.done()
 
-        future = (self.urgent if urgent else self.pool).submit(run)
+        future = (self.urgent if urgent else self.pool).submit(contextvars.copy_context().run, run)
         future.add_done_callback(_log_escaped)
         return future
 
@@ -252,7 +254,7 @@ def guarded(listener: Callable[..., None]) -> Callable[..., None]:
 
 
 def _reference() -> str:
-    return secrets.token_hex(4)
+    return current_request_id() or secrets.token_hex(4)  # the request id: in every log line
 
 
 def _log_escaped(future: Future[None]) -> None:

@@ -7,8 +7,10 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 
 from bot.audit import Actor
+from bot.metrics import COMMANDS
 from bot.slack import blocks
 from bot.slack.edge import Responder, SlackEdge, Waiting, guarded
+from bot.slack.listeners import observe
 from bot.slack.listeners.replies import (
     audit_query,
     create,
@@ -21,6 +23,7 @@ from bot.slack.listeners.replies import (
 )
 from bot.slack.parser import (
     COMMAND_NAME,
+    SUBCOMMANDS,
     USAGE,
     AuditCommand,
     AuditExportCommand,
@@ -48,21 +51,43 @@ def _handler(edge: SlackEdge) -> Any:
             parsed = parse(text)
         except ParseError as exc:
             ack(**blocks.notice(f"⚠️ {exc.message}\n```{exc.usage}```"))
+            observe.count(COMMANDS, _attempted(text), "invalid")
             problem = exc.message
             record = lambda actor, _: edge.service.command_answered(actor, text, problem)  # noqa: E731
             edge.later(record, respond=respond, who=who, what="record a command")
             return
         if isinstance(parsed, HelpCommand):
             ack(**blocks.help_message(USAGE))
+            observe.count(COMMANDS, "help", "ok")
             record = lambda actor, _: edge.service.command_answered(actor, text)  # noqa: E731
             edge.later(record, respond=respond, who=who, what="record help")
             return
         ack()
         run = lambda actor, reply: run_command(edge, parsed, actor, reply)  # noqa: E731
         what = f"run `{COMMAND_NAME} {text.strip()[:80]}`"
-        edge.later(run, respond=respond, who=who, what=what, waiting=Waiting.NEW_MESSAGE)
+        name = _NAMES.get(type(parsed), "other")
+        waiting = Waiting.NEW_MESSAGE
+        observe.later(
+            edge, COMMANDS, name, run, respond=respond, who=who, what=what, waiting=waiting
+        )
 
     return handle_backup
+
+
+_NAMES: dict[type, str] = {
+    ListCommand: "list",
+    CreateCommand: "create",
+    DeleteCommand: "delete",
+    RestoreCommand: "restore",
+    AuditCommand: "audit",
+    AuditExportCommand: "audit_export",
+}
+
+
+def _attempted(text: str) -> str:
+    """The subcommand a malformed command was meant to be, if it names one; else "unknown"."""
+    first = text.strip().split(maxsplit=1)[0].lower() if text.strip() else "help"
+    return first if first in SUBCOMMANDS else "unknown"
 
 
 def run_command(edge: SlackEdge, parsed: Command, actor: Actor, respond: Responder) -> None:

@@ -2,8 +2,8 @@
 the alert's thread), the daily digests (one row a day), and the sweep's own row (when it last ran
 and which backups it saw in progress).
 
-Revision ID: 0009_backup_health
-Revises: 0010_lease_tokens
+Revision ID: 0010_backup_health
+Revises: 0009_lease_tokens
 Create Date: 2026-12-02
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 import bot.db
 
-revision: str = "0009_backup_health"
-down_revision: str | None = "0010_lease_tokens"
+revision: str = "0010_backup_health"
+down_revision: str | None = "0009_lease_tokens"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,8 +2,8 @@
 under, so a worker's writes name its claim rather than a host name and a timestamp (see
 bot/leases.py). Lease times are now the database's clock; existing leases simply run out.
 
-Revision ID: 0010_lease_tokens
-Revises: 0007_audit_review_indexes
+Revision ID: 0009_lease_tokens
+Revises: 0008_audit_request_id
 Create Date: 2026-12-01
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010_lease_tokens"
-down_revision: str | None = "0007_audit_review_indexes"
+revision: str = "0009_lease_tokens"
+down_revision: str | None = "0008_audit_request_id"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
