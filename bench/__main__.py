@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from bench import ack_latency, audit_review, load, watch_polling
+from bench import ack_latency, audit_review, health_sweep, load, watch_polling
 
 
 def main() -> int:
@@ -14,6 +14,7 @@ def main() -> int:
     ack_latency.main(sys.argv[1:])
     load.main(sys.argv[1:])
     audit_review.main(sys.argv[1:])
+    health_sweep.main(sys.argv[1:])
     return 0
 
 

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.audit import Actor, AuditLog
 from bot.db import OPEN_APPROVAL_STATES, Approval, ApprovalState, Outcome, WatchState
-from bot.leases import Leases, worker_name
+from bot.leases import Leases, database_clock, worker_name
 from bot.policy import Action, Decision, Policy, Role
 from bot.service import BackupWatch, Denied, NoSuchBackup, ProviderError, ServiceError
 from bot.vps.client import BackupsClient
@@ -251,7 +251,7 @@ class RestoreApprovals:
         board: ApprovalBoard,
         *,
         settings: ApprovalSettings | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] | None = None,
         poke: Callable[[], None] = lambda: None,
     ) -> None:
         self._sessions = sessions
@@ -260,7 +260,8 @@ class RestoreApprovals:
         self._policy = policy
         self._board = board
         self.settings = settings or ApprovalSettings()
-        self._clock = clock
+        # Expiry times are the database's clock: every instance agrees when a card expires.
+        self._clock = clock or database_clock(sessions)
         self.poke = poke  # wakes the runner when an approval becomes due
 
     # -- asking ------------------------------------------------------------------------------
@@ -382,7 +383,9 @@ class RestoreApprovals:
             }
             if done:
                 values["next_attempt_at"] = self._clock()
-            if self._advance(approval, ApprovalState.PENDING, **values):
+            # Still open at the moment of writing, not only when checked a moment ago.
+            still_open = Approval.expires_at > self._clock()
+            if self._advance(approval, ApprovalState.PENDING, still_open, **values):
                 break
         else:  # pragma: no cover - twenty writers in a row beat us
             raise ServiceError("too many approvals at once; try again")
@@ -501,9 +504,11 @@ class RestoreApprovals:
     def _show(self, approval: ApprovalFacts, step: Step) -> None:
         show(self._board, approval, step)
 
-    def _advance(self, approval: ApprovalFacts, expected: ApprovalState, **values: Any) -> bool:
+    def _advance(
+        self, approval: ApprovalFacts, expected: ApprovalState, *conditions: Any, **values: Any
+    ) -> bool:
         """Compare-and-set: write `values` only if the row is still as `approval` read it."""
-        return advance(self._sessions, approval, expected, **values)
+        return advance(self._sessions, approval, expected, *conditions, **values)
 
     def _update(self, approval_id: int, **values: Any) -> None:
         with self._sessions.begin() as session:
@@ -618,7 +623,7 @@ class ApprovalRunner:
         decisions: RestoreApprovals,
         *,
         owner: str | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._client = client
         self._audit = audit
@@ -626,9 +631,11 @@ class ApprovalRunner:
         self._watcher = watcher
         self._decisions = decisions
         self.settings = decisions.settings
-        self._clock = clock
+        # How long since approval, how long a safety backup has taken: the database's clock,
+        # like the expiry times they are measured against.
+        self._clock = clock or database_clock(sessions)
         self.owner = owner or worker_name()
-        self._leases = Leases(sessions, Approval, self.owner, clock)
+        self._leases = Leases(sessions, Approval, self.owner)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -675,7 +682,6 @@ class ApprovalRunner:
         )
         rows = self._leases.claim(
             due,
-            now=now,
             lease=timedelta(seconds=self.settings.lease_seconds),
             order_by=Approval.id,
             limit=20,
@@ -689,7 +695,7 @@ class ApprovalRunner:
                 except Exception:
                     log.exception("approval %s: step failed; trying again shortly", row.id)
         finally:
-            self._leases.release([row.id for row in rows])
+            self._leases.release(rows)
         return len(rows)
 
     def _carry(self, row: Approval) -> None:
@@ -874,8 +880,7 @@ class ApprovalRunner:
         )
 
     def _renew(self, row: Approval) -> bool:
-        until = self._clock() + timedelta(seconds=self.settings.lease_seconds)
-        return self._leases.save(row, lease_expires_at=until)
+        return bool(self._leases.renew([row], timedelta(seconds=self.settings.lease_seconds)))
 
     def _wait(self, row: Approval, detail: str | None = None) -> bool:
         values: dict[str, Any] = {

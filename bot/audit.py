@@ -21,7 +21,7 @@ import hmac
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
@@ -31,6 +31,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.db import AuditCheckpoint, AuditEvent, Outcome, utcnow
+from bot.logs import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,11 @@ HASHED_FIELDS = (
     "provider_status",
     "detail",
 )
-OPTIONAL_HASHED_FIELDS = ("actor_enterprise_id", "approval_id")
+# Hashed only when set (so older rows keep their hashes); setting, changing or clearing one breaks
+# the row's hash. `request_id` (0008): the Slack request the row was written for.
+OPTIONAL_HASHED_FIELDS = ("actor_enterprise_id", "approval_id", "request_id")
 _ADVISORY_LOCK = 0x6261636B  # "back": one writer at a time across instances (PostgreSQL)
+_VERIFY_BATCH = 5000  # rows read at a time by `verify`: memory stays flat
 LOCK_TIMEOUT_SECONDS = 5.0  # how long an audit write waits for the chain's lock
 _LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's lock_timeout error
 
@@ -98,6 +102,7 @@ class AuditEntry:
     provider_status: int | None
     detail: str
     approval_id: int | None
+    request_id: str | None = None
 
     @classmethod
     def of(cls, event: AuditEvent) -> AuditEntry:
@@ -116,15 +121,30 @@ def row_digest(previous: str, row: Mapping[str, Any]) -> str:
     Columns added later (`OPTIONAL_HASHED_FIELDS`) are hashed only when set, so rows written
     before them keep their hashes.
     """
-    fields = [_canonical(row[name]) for name in HASHED_FIELDS]
+    return _digest(
+        previous,
+        [row[name] for name in HASHED_FIELDS],
+        [row.get(name) for name in OPTIONAL_HASHED_FIELDS],
+    )
+
+
+def _digest(previous: str, hashed: Sequence[Any], optional: Sequence[Any]) -> str:
+    """`row_digest` of the values of `HASHED_FIELDS` and `OPTIONAL_HASHED_FIELDS`, in order
+    (`verify` reads them as plain tuples in that order: no lookups by name per row)."""
+    return hashlib.sha256(canonical_bytes(previous, hashed, optional)).hexdigest()
+
+
+def canonical_bytes(previous: str, hashed: Sequence[Any], optional: Sequence[Any]) -> bytes:
+    """The bytes a row's hash is taken of: the previous hash and the row's values as JSON."""
+    fields: list[Any] = [_canonical(value) for value in hashed]
     fields += [
-        [name, _canonical(row[name])]
-        for name in OPTIONAL_HASHED_FIELDS
-        if row.get(name) is not None
+        [name, _canonical(value)]
+        for name, value in zip(OPTIONAL_HASHED_FIELDS, optional, strict=True)
+        if value is not None
     ]
     content = [previous, fields]
     data = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(data.encode()).hexdigest()
+    return data.encode()
 
 
 def _row(event: AuditEvent) -> dict[str, Any]:
@@ -327,6 +347,7 @@ class AuditLog:
         detail: str = "",
         approval_id: int | None = None,
     ) -> AuditEvent:
+        """One row, in its own transaction; it stores the current Slack request's id."""
         event = AuditEvent(
             occurred_at=utcnow(),
             actor_user_id=actor.user_id,
@@ -342,6 +363,7 @@ class AuditLog:
             provider_status=provider_status,
             detail=detail[:_DETAIL_LIMIT],
             approval_id=approval_id,
+            request_id=current_request_id(),
         )
         try:
             with self._sessions.begin() as session:
@@ -426,12 +448,24 @@ class AuditLog:
         `verify` reads millions, and building objects costs more than the hashing)."""
         columns = (*HASHED_FIELDS, *OPTIONAL_HASHED_FIELDS, "prev_hash", "row_hash")
         query = select(*(getattr(AuditEvent, name) for name in columns)).order_by(AuditEvent.id)
-        if after:
-            query = query.where(AuditEvent.id > after)
         if since is not None:
             query = query.where(AuditEvent.occurred_at >= since)
         with self._sessions() as session:
-            yield from session.execute(query.execution_options(yield_per=2000))
+            # Core, not the ORM's execute: these are plain rows, and the ORM's per-row loading
+            # costs as much again as the hashing. Batches by id (keyset), each a plain buffered
+            # query, in one REPEATABLE READ snapshot on PostgreSQL so they fit together.
+            options = {}
+            if session.get_bind().dialect.name == "postgresql":
+                options["isolation_level"] = "REPEATABLE READ"
+            connection = session.connection(execution_options=options)
+            while True:
+                batch = connection.execute(
+                    query.where(AuditEvent.id > after).limit(_VERIFY_BATCH)
+                ).all()
+                yield from batch
+                if len(batch) < _VERIFY_BATCH:
+                    return
+                after = batch[-1].id
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -544,12 +578,13 @@ class AuditLog:
                 wanted.setdefault(checkpoint.last_id, []).append(checkpoint)
         seen: dict[int, tuple[int, str]] = {}  # checkpoint row id -> (position, row hash)
         count = 0
+        hashed, optional = len(HASHED_FIELDS), len(HASHED_FIELDS) + len(OPTIONAL_HASHED_FIELDS)
         for event in self._rows(after=after):
             count += 1
             position += 1
             if event.prev_hash != previous:
                 reason = "the row before it was removed or changed"
-            elif event.row_hash != row_digest(previous, event._mapping):
+            elif event.row_hash != _digest(previous, event[:hashed], event[hashed:optional]):
                 reason = "its content was changed"
             else:
                 previous = event.row_hash
@@ -677,8 +712,11 @@ def _filters(
     since: datetime | None = None,
     approval_id: int | None = None,
     outcome: str | None = None,
+    request_id: str | None = None,
 ) -> list[Any]:
     where: list[Any] = []
+    if request_id is not None:
+        where.append(AuditEvent.request_id == request_id)
     if user_id is not None:
         where.append(AuditEvent.actor_user_id == user_id)
     if server_id is not None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 from bot.ages import AgeError, parse_age
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure as configure_logging
+from bot.logs import redact
 
 if TYPE_CHECKING:
     from bot.audit import AuditLog
@@ -114,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--action", help="only this action and its steps (restore: restore.*)")
     export.add_argument("--outcome", choices=("ok", "denied", "error"), help="only this outcome")
     export.add_argument("--approval", type=_id, metavar="N", help="the story of one approval")
+    export.add_argument(
+        "--request", metavar="ID", help="the rows of one Slack request (an error's reference)"
+    )
     export.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
 
     db = commands.add_parser("db", help="database maintenance (db upgrade)")
@@ -130,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         return _console(args)  # self-contained: reads neither .env nor the environment's tokens
     try:
         settings = load_settings()
-        configure_logging(settings.log_level, settings.secrets())
+        configure_logging(settings.log_level, settings.secrets(), settings.log_format)
         return _dispatch(args, settings)
     except (ConfigError, _CommandFailed) as exc:
-        print(f"backupbot: error: {exc}", file=sys.stderr)
+        print(redact(f"backupbot: error: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -158,6 +162,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from bot.db import SchemaOutOfDate
     from bot.slack.app import SlackUnavailable
     from bot.slack.serving import HttpServer
+    from bot.wsgi_server import WsgiServer
 
     socket_mode = settings.socket_mode and not args.http
     port = args.port if args.port is not None else settings.port
@@ -172,6 +177,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     bot.start_workers()
     stop = threading.Event()
     server: HttpServer | None = None
+    metrics: WsgiServer | None = None
 
     def on_signal(signum: int, _frame: object) -> None:
         # SIGTERM is how deploys stop us: finish in-flight work and release the watcher's
@@ -183,6 +189,17 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        if settings.metrics_port:
+            try:
+                metrics = bot.metrics_server(host=args.host).start()
+            except OSError as exc:
+                raise _CommandFailed(
+                    f"cannot listen on {args.host}:{settings.metrics_port} (METRICS_PORT): "
+                    f"{exc.strerror or exc}"
+                ) from None
+            logging.getLogger(__name__).info(
+                "GET /metrics and /healthz on %s:%s", args.host, metrics.port
+            )
         if socket_mode:
             logging.getLogger(__name__).info("Backup Bot running in Socket Mode")
             bot.run_socket_mode(stop)
@@ -194,7 +211,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                     f"cannot listen on {args.host}:{port}: {exc.strerror or exc}"
                 ) from None
             logging.getLogger(__name__).info(
-                "Backup Bot serving POST /slack/events and GET /healthz on %s:%s",
+                "Backup Bot serving POST /slack/events, %sGET /healthz on %s:%s",
+                "" if settings.metrics_port else "GET /metrics and ",
                 args.host,
                 server.port,
             )
@@ -203,6 +221,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if metrics is not None:
+            metrics.stop()
         bot.close()
         logging.getLogger(__name__).info("Backup Bot stopped")
     return 0
@@ -323,6 +343,7 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
             "action": args.action,
             "outcome": args.outcome,
             "approval_id": args.approval,
+            "request_id": args.request,
         }
         if args.output == "-":
             log.export(sys.stdout, args.format, **filters)

@@ -10,8 +10,9 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 from sqlalchemy.engine import make_url
@@ -96,11 +97,19 @@ class Settings:
     work_threads: int = 128  # requests worked on at once (threads; mostly waiting on I/O)
     work_queue_limit: int = 200  # requests waiting for a thread before "busy, try again"
     provider_concurrency: int = 32  # requests at the provider at once
+    backup_stale_hours: float = 36.0  # a server whose newest good backup is older is stale
+    health_sweep_minutes: float = 30.0  # 0: no background sweep (on demand only)
+    alerts_channel: str | None = None  # where health alerts go (none: recorded, not posted)
+    digest_channel: str | None = None  # where the daily digest goes (none: no digest)
+    digest_time: time = time(8, 0)  # when, UTC
+    log_format: str = "text"  # or "json": one JSON object a line
+    metrics_port: int | None = None  # /metrics on its own port (Socket Mode; HTTP mode: moved)
+    metrics_token: Secret | None = None  # when set, /metrics wants `Authorization: Bearer …`
 
     def __repr__(self) -> str:
         """Every setting, with the database URL's password masked (tokens mask themselves)."""
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
-        shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
+        shown["database_url"] = _shown_url(self.database_url)
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     @property
@@ -117,21 +126,57 @@ class Settings:
                 hint = _REQUIRED_HINTS.get(name, "it is required")
                 raise ConfigError(f"{name} is not set: {hint}")
 
+    def named_secrets(self) -> dict[str, list[str]]:
+        """Each configured secret's variable and value(s), for masking (never for showing). The
+        database password is there as written in the URL (percent-encoded) and decoded."""
+        found: dict[str, list[str]] = {}
+        for name in _SECRET_VARIABLES:
+            value = getattr(self, name.lower())
+            if value:
+                found[name] = [value.reveal()]
+        passwords = _url_passwords(self.database_url)
+        if passwords:
+            found["DATABASE_URL"] = passwords
+        return found
+
     def secrets(self) -> list[str]:
         """Every configured secret's value, for masking in logs (never for showing)."""
-        values = (
-            self.slack_bot_token,
-            self.slack_signing_secret,
-            self.slack_app_token,
-            self.vps_api_token,
-            self.audit_signing_key,
-        )
-        found = [value.reveal() for value in values if value]
-        password = make_url(self.database_url).password
-        return found + ([str(password)] if password else [])
+        return [value for values in self.named_secrets().values() for value in values]
 
     def members(self, role: str) -> frozenset[str]:
         return self.roles.get(role, frozenset())
+
+
+_SECRET_VARIABLES = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "VPS_API_TOKEN",
+    "AUDIT_SIGNING_KEY",
+    "METRICS_TOKEN",
+)
+# Query parameters of a database URL that carry a password (libpq's names).
+_PASSWORD_PARAMETERS = ("password", "sslpassword")
+
+
+def _url_passwords(url: str) -> list[str]:
+    """The password(s) in a database URL, decoded and as written."""
+    parsed = make_url(url)
+    found = [str(parsed.password)] if parsed.password else []
+    raw = urlsplit(url).password
+    if raw:
+        found += [raw, unquote(raw)]
+    for key in _PASSWORD_PARAMETERS:
+        value = parsed.query.get(key)
+        found += [value] if isinstance(value, str) else list(value or ())
+    return sorted({value for value in found if value})
+
+
+def _shown_url(url: str) -> str:
+    """A database URL fit to show: its password masked, in the URL and in its query."""
+    parsed = make_url(url)
+    masked = {key: "***" for key in _PASSWORD_PARAMETERS if key in parsed.query}
+    return parsed.update_query_dict(masked).render_as_string(hide_password=True)
 
 
 _REQUIRED_HINTS = {
@@ -198,6 +243,14 @@ def load_settings(
         provider_concurrency=int(
             _number(get("PROVIDER_CONCURRENCY"), "PROVIDER_CONCURRENCY", 32, integer=True)
         ),
+        backup_stale_hours=_number(get("BACKUP_STALE_HOURS"), "BACKUP_STALE_HOURS", 36.0),
+        health_sweep_minutes=_sweep_minutes(get("HEALTH_SWEEP_MINUTES")),
+        alerts_channel=_channel(get("ALERTS_CHANNEL"), "ALERTS_CHANNEL"),
+        digest_channel=_channel(get("DIGEST_CHANNEL"), "DIGEST_CHANNEL"),
+        digest_time=_time_of_day(get("DIGEST_TIME"), "DIGEST_TIME"),
+        log_format=_log_format(get("LOG_FORMAT")),
+        metrics_port=_port(get("METRICS_PORT"), "METRICS_PORT") if get("METRICS_PORT") else None,
+        metrics_token=_secret(get("METRICS_TOKEN")),
     )
 
 
@@ -237,12 +290,12 @@ def _token(value: str | None, name: str, prefix: str) -> Secret | None:
 
 def _url(value: str, name: str) -> str:
     parts = urlsplit(value)
+    if parts.username or parts.password:  # first: the message below echoes the value
+        raise ConfigError(f"{name} must not carry credentials in the URL")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(
             f"{name} must be an http(s) URL such as https://example.com/api, got {value!r}"
         )
-    if parts.username or parts.password:
-        raise ConfigError(f"{name} must not carry credentials in the URL")
     return value
 
 
@@ -258,7 +311,7 @@ def _database_url(value: str) -> str:
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise ConfigError(
             "DATABASE_URL must point at SQLite or PostgreSQL, got "
-            f"{url.get_backend_name()!r} ({url.render_as_string(hide_password=True)})"
+            f"{url.get_backend_name()!r} ({_shown_url(value)})"
         )
     if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
         # Only psycopg (3) is installed; postgresql:// alone means psycopg2 to SQLAlchemy.
@@ -269,11 +322,11 @@ def _database_url(value: str) -> str:
     return value
 
 
-def _port(value: str | None) -> int:
+def _port(value: str | None, name: str = "PORT") -> int:
     if value is None:
         return 3000
     if not value.isdigit() or not 1 <= int(value) <= 65535:
-        raise ConfigError(f"PORT must be a TCP port number from 1 to 65535, got {value!r}")
+        raise ConfigError(f"{name} must be a TCP port number from 1 to 65535, got {value!r}")
     return int(value)
 
 
@@ -290,6 +343,8 @@ _MAXIMUM = {
     "WORK_THREADS": 1024,
     "WORK_QUEUE_LIMIT": 100_000,
     "PROVIDER_CONCURRENCY": 256,
+    "BACKUP_STALE_HOURS": 90 * 24,
+    "HEALTH_SWEEP_MINUTES": 24 * 60,
 }
 
 
@@ -345,6 +400,14 @@ def _channels(value: str | None) -> frozenset[str] | None:
     return items or None
 
 
+def _log_format(value: str | None) -> str:
+    if value is None:
+        return "text"
+    if value.lower() not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {value!r}")
+    return value.lower()
+
+
 def _log_level(value: str | None) -> str:
     if value is None:
         return "INFO"
@@ -352,3 +415,22 @@ def _log_level(value: str | None) -> str:
         levels = ", ".join(sorted(_LOG_LEVELS))
         raise ConfigError(f"LOG_LEVEL must be one of {levels}, got {value!r}")
     return value.upper()
+
+
+def _sweep_minutes(value: str | None) -> float:
+    """HEALTH_SWEEP_MINUTES; 0 turns the background sweep off (sweeps on demand only)."""
+    if value is not None and value.strip() in ("0", "0.0"):
+        return 0.0
+    return _number(value, "HEALTH_SWEEP_MINUTES", 30.0)
+
+
+_TIME_OF_DAY = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def _time_of_day(value: str | None, name: str) -> time:
+    if value is None:
+        return time(8, 0)
+    match = _TIME_OF_DAY.match(value)
+    if not match:
+        raise ConfigError(f"{name} must be a UTC time of day as HH:MM (24 h), got {value!r}")
+    return time(int(match.group(1)), int(match.group(2)))

@@ -83,6 +83,7 @@ class AuditEvent(Base):
         Index("ix_audit_events_action_id", "action", "id"),
         Index("ix_audit_events_approval_id_id", "approval_id", "id"),
         Index("ix_audit_events_outcome_id", "outcome", "id"),
+        Index("ix_audit_events_request_id", "request_id"),  # 0008
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -102,6 +103,8 @@ class AuditEvent(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     provider_status: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str] = mapped_column(Text, default="")
+    # The Slack request the row was written for (its log lines carry the same id; hashed when set).
+    request_id: Mapped[str | None] = mapped_column(String(32))
     # Hash chain (bot/audit.py): each row's hash covers its content and the previous row's hash.
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     row_hash: Mapped[str | None] = mapped_column(String(64))
@@ -185,7 +188,8 @@ class WatchJob(Base):
     misses: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
     lease_owner: Mapped[str | None] = mapped_column(String(64))
-    lease_expires_at: Mapped[datetime | None]
+    lease_token: Mapped[str | None] = mapped_column(String(32))  # whose claim: see bot/leases.py
+    lease_expires_at: Mapped[datetime | None]  # by the database's clock
     notified_at: Mapped[datetime | None]
     notify_attempts: Mapped[int] = mapped_column(Integer, default=0)
     # False when the thread's parent is not our "started" message (an approval card).
@@ -279,26 +283,148 @@ class Approval(Base):
     finished_at: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]
     lease_owner: Mapped[str | None] = mapped_column(String(64))
-    lease_expires_at: Mapped[datetime | None]
+    lease_token: Mapped[str | None] = mapped_column(String(32))  # whose claim: see bot/leases.py
+    lease_expires_at: Mapped[datetime | None]  # by the database's clock
 
     def __repr__(self) -> str:
         return f"Approval(id={self.id}, backup_id={self.backup_id}, state={self.state!r})"
+
+
+class IncidentKind(enum.StrEnum):
+    STALE = "stale"  # the newest completed backup is older than BACKUP_STALE_HOURS (or none)
+    FAILED = "failed"  # a backup failed since the server's last good one
+    VANISHED = "vanished"  # a backup disappeared from the provider's list while in progress
+
+
+class PostState(enum.StrEnum):
+    """Where a health message (an alert, its recovery reply, a digest) is in being posted.
+
+    `posting` is written before the message is sent: a row found there whose lease ran out was
+    being posted when its worker died, and is never posted again (`unknown`), so a retry cannot
+    post twice. Only a post Slack certainly refused goes back to `due`.
+    """
+
+    DUE = "due"
+    POSTING = "posting"
+    POSTED = "posted"
+    FAILED = "failed"  # refused for good (or for too long); the audit row says why
+    UNKNOWN = "unknown"  # may or may not have been posted: never sent again
+    SKIPPED = "skipped"  # nowhere to post (no channel), or no longer worth posting
+
+
+class HealthIncident(Base):
+    """One incident of one server (stale, failed, vanished): opened by a sweep, alerted once,
+    resolved by a later good backup, which is replied in the alert's thread.
+
+    `open_key` ("SERVER:KIND") is set while the incident is open and unique, so however many
+    sweeps or instances see the same problem, one incident (and one alert) exists for it.
+    """
+
+    __tablename__ = "health_incidents"
+    __table_args__ = (
+        CheckConstraint("kind IN ('stale', 'failed', 'vanished')", name="ck_health_incidents_kind"),
+        Index("ix_health_incidents_due", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    server_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    server_name: Mapped[str] = mapped_column(String(255), default="")
+    kind: Mapped[str] = mapped_column(String(16))
+    open_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    opened_at: Mapped[datetime]
+    # The backup the incident is about: the failed or vanished one, or the newest good one
+    # when the server went stale (None: it never had one).
+    backup_id: Mapped[int | None] = mapped_column(BigInteger)
+    backup_created_at: Mapped[datetime | None]
+    detail: Mapped[str] = mapped_column(Text, default="")
+    resolved_at: Mapped[datetime | None]
+    resolved_by_backup_id: Mapped[int | None] = mapped_column(BigInteger)
+    alert_state: Mapped[str] = mapped_column(String(16), default=PostState.DUE.value)
+    alert_channel_id: Mapped[str | None] = mapped_column(String(32))
+    alert_ts: Mapped[str | None] = mapped_column(String(32))
+    reply_state: Mapped[str | None] = mapped_column(String(16))  # None until resolved
+    reply_ts: Mapped[str | None] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]  # None: nothing to post
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_token: Mapped[str | None] = mapped_column(String(32))  # whose claim: see bot/leases.py
+    lease_expires_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"HealthIncident(id={self.id}, server_id={self.server_id}, kind={self.kind!r})"
+
+
+class HealthDigest(Base):
+    """The daily digest of one day (`day`, UTC, unique): at most one row, hence one post, a day."""
+
+    __tablename__ = "health_digests"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), unique=True)  # 2026-12-01
+    due_at: Mapped[datetime]
+    since: Mapped[datetime]  # the activity it tells starts here (the previous digest's time)
+    state: Mapped[str] = mapped_column(String(16), default=PostState.DUE.value)
+    channel_id: Mapped[str | None] = mapped_column(String(32))
+    ts: Mapped[str | None] = mapped_column(String(32))
+    posted_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    detail: Mapped[str] = mapped_column(Text, default="")
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_token: Mapped[str | None] = mapped_column(String(32))  # whose claim: see bot/leases.py
+    lease_expires_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"HealthDigest(day={self.day!r}, state={self.state!r})"
+
+
+class HealthSweep(Base):
+    """The health sweep's one row (id 1): when it last ran, and the backups it saw in progress
+    then (`running`: backup id → server id, name, created_at), to tell one that vanished."""
+
+    __tablename__ = "health_sweeps"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    last_sweep_at: Mapped[datetime | None]
+    running: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_token: Mapped[str | None] = mapped_column(String(32))  # whose claim: see bot/leases.py
+    lease_expires_at: Mapped[datetime | None]
 
 
 class SchemaOutOfDate(Exception):
     """The database is behind the code's migrations and may not be upgraded automatically."""
 
 
+# How long any statement of ours waits for a lock before failing (PostgreSQL's lock_timeout,
+# SQLite's busy_timeout): a stalled lock holder makes one command fail, never every one hang.
+LOCK_WAIT_MS = 5000
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for DATABASE_URL; SQLite gets WAL and a busy timeout for the watcher thread."""
+    """An engine for DATABASE_URL with what every compare-and-set here assumes pinned, not
+    inherited from the server's defaults: READ COMMITTED and bounded lock waits. SQLite also
+    gets WAL (the watcher thread reads while the app writes)."""
+    if make_url(url).get_backend_name() == "postgresql":
+        kwargs.setdefault("isolation_level", "READ COMMITTED")
     engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    if engine.dialect.name == "postgresql":
+
+        @event.listens_for(engine, "connect")
+        def _postgresql_settings(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"SET lock_timeout = {LOCK_WAIT_MS}")
+            cursor.close()
+            dbapi_connection.commit()
+
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS}")
             if make_url(url).database not in (None, "", ":memory:"):
                 cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()

@@ -7,7 +7,16 @@ No module outside `bot/` needs to know the names: the domain and the edge call t
 
 from __future__ import annotations
 
+import logging
+import threading
+
 from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.db import Approval, ApprovalState, WatchJob, WatchState
+
+log = logging.getLogger(__name__)
 
 # Requests from people -------------------------------------------------------------------------
 
@@ -63,3 +72,85 @@ SHARED_READS = Counter(
 
 WATCH_JOBS = Gauge("backupbot_watch_jobs", "Backup watch jobs by state.", ["state"])
 APPROVALS = Gauge("backupbot_approvals", "Restore approvals by state.", ["state"])
+STATES_READABLE = Gauge(
+    "backupbot_job_states_readable",
+    "1 if the last scrape could count watch jobs and approvals in the database, else 0 (the two"
+    " gauges above are then absent rather than stale).",
+)
+
+
+class _Count:
+    """One count in flight: scrapes that arrive meanwhile wait for it rather than start another."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: dict[str, dict[str, int]] | None = None
+        self.error: BaseException | None = None
+
+
+class JobStates:
+    """Sets `WATCH_JOBS` and `APPROVALS` before each scrape, with one GROUP BY query each.
+
+    The counts are the database's, so every instance on one database reports the same: aggregate
+    them with max(), not sum(). A scrape never waits more than `timeout` for the database: past it,
+    or when the database is down, it answers without the two gauges and with
+    `backupbot_job_states_readable 0`. At most one count runs at a time (a slow database is not
+    sent a query per scrape), on a daemon thread: a count stuck on an unreachable database never
+    holds up the process's exit.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], *, timeout: float = 2.0) -> None:
+        self._sessions = sessions
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._pending: _Count | None = None
+
+    def refresh(self) -> None:
+        with self._lock:
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = _Count()
+                threading.Thread(
+                    target=self._run, args=(pending,), name="backupbot-metrics", daemon=True
+                ).start()
+        if not pending.done.wait(self._timeout) or pending.result is None:
+            why = type(pending.error).__name__ if pending.error else "no answer in time"
+            log.warning("metrics: cannot count jobs and approvals (%s)", why)
+            with self._lock:
+                WATCH_JOBS.clear()
+                APPROVALS.clear()
+                STATES_READABLE.set(0)
+            return
+        counts = pending.result
+        with self._lock:
+            for gauge, states in (
+                (WATCH_JOBS, counts["watch"]),
+                (APPROVALS, counts["approvals"]),
+            ):
+                for state, count in states.items():  # every known state: 0 when nobody is in it
+                    gauge.labels(state).set(count)
+            STATES_READABLE.set(1)
+
+    def _run(self, pending: _Count) -> None:
+        try:
+            pending.result = self._count()
+        except Exception as exc:  # the database is down: the scrape says so
+            pending.error = exc
+        finally:
+            with self._lock:
+                self._pending = None
+            pending.done.set()
+
+    def _count(self) -> dict[str, dict[str, int]]:
+        watch = {state.value: 0 for state in WatchState}
+        approvals = {state.value: 0 for state in ApprovalState}
+        with self._sessions() as session:
+            for state, count in session.execute(
+                select(WatchJob.state, func.count()).group_by(WatchJob.state)
+            ):
+                watch[state] = count
+            for state, count in session.execute(
+                select(Approval.state, func.count()).group_by(Approval.state)
+            ):
+                approvals[state] = count
+        return {"watch": watch, "approvals": approvals}

@@ -38,6 +38,10 @@ class Action(enum.StrEnum):
     APPROVE = "approve"
     REJECT = "reject"
     AUDIT = "audit"
+    STATUS = "status"  # backup health per server (`/backup status`)
+    # What the bot does on its own, recorded under these names (no role: nobody asks for them).
+    ALERT = "alert"  # a health alert, or its recovery reply (`alert.recovered`)
+    DIGEST = "digest"  # the daily digest
 
 
 # The one role each action needs (admins may do everything).
@@ -49,6 +53,7 @@ REQUIRED_ROLE: Mapping[Action, Role] = {
     Action.APPROVE: Role.APPROVER,
     Action.REJECT: Role.APPROVER,
     Action.AUDIT: Role.AUDITOR,
+    Action.STATUS: Role.VIEWER,
 }
 
 ROLE_VARIABLE: Mapping[Role, str] = {

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from bot.audit import Actor, AuditEntry, AuditLog, Checkpoint
 from bot.db import Outcome
+from bot.health import StatusReport
 from bot.policy import REQUIRED_ROLE, Action, Decision, Policy
 from bot.vps.client import BackupsClient
 from bot.vps.errors import NotFound, VpsError
@@ -129,6 +130,16 @@ class Announcement:
     @property
     def in_channel(self) -> bool:
         return self.problem is None and self.ts is not None
+
+
+class HealthStatus(Protocol):
+    """Backup health per server (`bot.health.HealthMonitor`); raises `VpsError`."""
+
+    def status(self, server: ServerRef | None = None) -> StatusReport: ...
+
+
+class HealthUnavailable(ServiceError):
+    """No health monitor is wired in (a bot built without one)."""
 
 
 class StartAnnouncer(Protocol):
@@ -240,6 +251,7 @@ class BackupService:
         answer_within: float = 15.0,
         traces_of: Callable[[set[int]], Mapping[int, Any]] = lambda _: {},
         clock: Callable[[], float] = time.monotonic,
+        health: HealthStatus | None = None,
     ) -> None:
         self.client = client
         self.audit = audit
@@ -251,6 +263,7 @@ class BackupService:
         self.traces_of = traces_of  # approvals' approvers and cards, for the audit review
         self._clock = clock
         self._servers = _ServerCache()
+        self.health = health
 
     # -- authorization ----------------------------------------------------------------------
 
@@ -378,6 +391,32 @@ class BackupService:
             detail=f"{len(backups)} backups",
         )
         return Listing(backups, ref, backup_type, answer.unreadable)
+
+    # -- status ---------------------------------------------------------------------------
+
+    def status(self, actor: Actor, server: int | str | None = None) -> StatusReport:
+        """Backup health: every server worst first, or one server with its recent timeline."""
+        parameters = {"server": server}
+        self.authorize(actor, Action.STATUS, **parameters)
+        if self.health is None:
+            raise HealthUnavailable("backup health is not available in this bot")
+        ref: ServerRef | None = None
+        try:
+            if server is not None:
+                ref = self._resolve_audited(actor, Action.STATUS, server, parameters)
+            report = self.health.status(ref)
+        except VpsError as exc:
+            self._failed(actor, Action.STATUS, exc, parameters, server_id=ref.id if ref else None)
+            raise ProviderError(exc, Action.STATUS, server=ref) from None
+        self.audit.record(
+            actor,
+            Action.STATUS.value,
+            Outcome.OK,
+            server_id=ref.id if ref else None,
+            parameters=parameters,
+            detail=f"{count_words(len(report.servers), 'server')}, {report.unhealthy} unhealthy",
+        )
+        return report
 
     # -- create ---------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ How a job lives:
 3. A job whose outcome is known stays pending until its reply is posted (`notified_at`). The reply
    is posted only by the lease holder, after renewing the lease, so several instances sharing one
    database answer each backup once. A dead instance's lease expires and another takes over.
+   Leases are measured on the database's clock and renewed per server polled (bot/leases.py), so
+   neither skewed hosts nor a long round let two instances act on one job.
 
 What is left: when Slack takes a reply but its answer is lost (a timeout), or the process dies
 between Slack's answer and writing `notified_at`, the reply is posted again on the next attempt.
@@ -25,7 +27,7 @@ import logging
 import random
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -152,7 +154,7 @@ class Watcher:
         self._audit = audit
         self.settings = settings or WatchSettings()
         self.owner = owner or worker_name()
-        self._leases = Leases(sessions, WatchJob, self.owner, clock)
+        self._leases = Leases(sessions, WatchJob, self.owner)
         self._clock = clock
         self._rng = rng or random.Random()
         self._stop = threading.Event()
@@ -261,6 +263,11 @@ class Watcher:
             for server_id, server_jobs in by_server.items():
                 if self._stop.is_set():
                     break
+                # A fresh lease per server: a round of slow answers never outlives its lease,
+                # and jobs whose lease was lost meanwhile are left to whoever holds them now.
+                server_jobs = self._leases.renew(server_jobs, self._lease)
+                if not server_jobs:
+                    continue
                 stats.list_calls += 1
                 try:
                     stats.finished += self._poll_server(server_id, server_jobs)
@@ -278,7 +285,7 @@ class Watcher:
                 except Exception:
                     log.exception("watch: replying for backup %s failed", job.backup_id)
         finally:
-            self._release([j.id for j in jobs])
+            self._leases.release(jobs)
         return stats
 
     # -- claiming --------------------------------------------------------------------------
@@ -288,14 +295,14 @@ class Watcher:
         due = and_(WatchJob.notified_at.is_(None), WatchJob.next_poll_at <= now)
         return self._leases.claim(
             due,
-            now=now,
-            lease=timedelta(seconds=self.settings.lease_seconds),
+            lease=self._lease,
             order_by=WatchJob.next_poll_at,
             limit=self.settings.batch,
         )
 
-    def _release(self, ids: Sequence[int]) -> None:
-        self._leases.release(ids)
+    @property
+    def _lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.lease_seconds)
 
     def _save(self, job: WatchJob, **values: object) -> bool:
         """Write `values` only while we still hold the job's lease; mirrors them on `job`."""
@@ -413,8 +420,8 @@ class Watcher:
             # The "started" message may still be on its way; answer in its thread if it comes.
             self._save(job, next_poll_at=now + timedelta(seconds=self.settings.first_poll))
             return False
-        lease = now + timedelta(seconds=self.settings.lease_seconds)
-        if not self._save(job, lease_expires_at=lease):
+        if not self._leases.renew([job], self._lease):
+            log.warning("lost the lease on watch job %s (backup %s)", job.id, job.backup_id)
             return False
         attempts = job.notify_attempts + 1
         try:

@@ -8,12 +8,13 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from bot.approvals import ApprovalRunner, utcnow
 from bot.db import Approval, AuditEvent
 from bot.sandbox.slack import Message, RecordedCall, SlackDouble
 from bot.sandbox.vps import Simulator
@@ -367,6 +368,37 @@ def test_twenty_approvals_at_once_make_one_restore(make_rig: Callable[..., Appro
     assert len(rig.approval().approvers) == 1
     approvals = [e for e in rig.audit_of(rig.approval().id) if e.action == "approve"]
     assert [e.outcome for e in approvals].count("ok") == 1
+
+
+def test_runners_whose_clocks_differ_by_minutes_restore_once(
+    make_rig: Callable[..., ApprovalRig],
+) -> None:
+    """Two instances' runners, one ten minutes ahead: the lease one holds is live for the other
+    too (the database's clock), so the approved restore is carried by one of them, once."""
+    rig = make_rig(RESTORE_SAFETY_BACKUP="false")
+    rig.bot.runner.stop()
+    base = rig.bot.runner
+
+    def runner(clock: Callable[[], datetime]) -> ApprovalRunner:
+        return ApprovalRunner(
+            rig.bot.sessions, base._client, base._audit, base._board, base._watcher,
+            base._decisions, clock=clock,
+        )  # fmt: skip
+
+    right, ahead = runner(utcnow), runner(lambda: utcnow() + timedelta(minutes=10))
+    card = rig.request(rig.backup())
+    rig.approve(card)
+    row = rig.wait_state("approved")
+    held = right._leases.claim(
+        Approval.id == row.id, lease=timedelta(seconds=30), order_by=Approval.id, limit=1
+    )
+    assert len(held) == 1  # mid-step on the instance whose clock is right
+    assert ahead.run_once() == 0
+    right._leases.release(held)
+    assert ahead.run_once() == 1
+    assert rig.wait_state("done")
+    assert right.run_once() == 0
+    assert len(rig.restore_calls()) == 1
 
 
 def test_nothing_else_happens_on_a_request(rig: ApprovalRig) -> None:

@@ -9,6 +9,7 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -79,6 +80,21 @@ def test_a_removed_row_is_found(sessions: sessionmaker[Session]) -> None:
     result = log.verify()
     assert not result.ok and result.broken_at == rows[2].id
     assert "removed" in result.reason
+
+
+def test_verify_reads_in_batches_and_finds_a_removal_across_their_edges(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bot.audit._VERIFY_BATCH", 3)  # 10 rows: batches of 3, 3, 3, 1
+    log = AuditLog(sessions)
+    rows = _fill(log, 10)
+    result = log.verify()
+    assert result.ok and result.rows == 10 and result.head == rows[-1].row_hash
+    drop_triggers(sessions)
+    with sessions.begin() as session:
+        session.execute(delete(AuditEvent).where(AuditEvent.id == rows[6].id))  # 2nd batch's end
+    result = log.verify()
+    assert not result.ok and result.broken_at == rows[7].id and "removed" in result.reason
 
 
 def test_a_rechained_forgery_still_breaks_at_the_edit(sessions: sessionmaker[Session]) -> None:

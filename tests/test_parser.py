@@ -32,6 +32,7 @@ LIST_USAGE = "/backup list [SERVER] [manual|automatic] [public]"
 CREATE_USAGE = "/backup create SERVER [description…]"
 DELETE_USAGE = "/backup delete BACKUP_ID"
 RESTORE_USAGE = "/backup restore BACKUP_ID [reason…]"
+STATUS_USAGE = "/backup status [SERVER]"
 AUDIT_USAGE = (
     "/backup audit [@user] [server:SERVER] [action:ACTION] [outcome:ok|denied|error] "
     "[approval:N] [since:7d]"
@@ -263,6 +264,7 @@ def test_usage_has_one_line_per_form() -> None:
         CREATE_USAGE,
         DELETE_USAGE,
         RESTORE_USAGE,
+        STATUS_USAGE,
         AUDIT_USAGE,
         EXPORT_USAGE,
     ]

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from bot.slack.blocks import human_size
 from bot.slack.notify import SlackNotifier
 from bot.vps.client import BackupsClient
 from bot.vps.models import Backup
-from bot.watch import FinishedBackup, Watcher, WatchSettings
+from bot.watch import FinishedBackup, Watcher, WatchSettings, utcnow
 from tests.conftest import SIM_TOKEN
 
 FAST = WatchSettings(
@@ -61,13 +61,14 @@ class Rig:
         )
         self.watchers: list[Watcher] = []
 
-    def watcher(self, **changes: object) -> Watcher:
+    def watcher(self, clock: Callable[[], datetime] = utcnow, **changes: object) -> Watcher:
         watcher = Watcher(
             self.sessions,
             self.vps,
             SlackNotifier(self.web),
             AuditLog(self.sessions),
             settings=dataclasses.replace(FAST, **changes),  # type: ignore[arg-type]
+            clock=clock,
         )
         self.watchers.append(watcher)
         return watcher
@@ -233,6 +234,54 @@ def test_a_dead_instances_lease_expires_and_another_takes_over(rig: Rig) -> None
     time.sleep(0.6)
     assert survivor.run_once().notified == 1
     assert len(rig.replies("C_OPS", ts)) == 1
+
+
+def test_instances_whose_clocks_differ_by_minutes_never_share_a_job(rig: Rig) -> None:
+    """Lease times are the database's: a host ten minutes ahead does not see another's live
+    lease as run out (with host clocks it did, and both replied)."""
+    behind = rig.watcher()
+    ahead = rig.watcher(clock=lambda: utcnow() + timedelta(minutes=10))
+    started = [rig.start_backup(behind, server_id=server) for server in (12345, 12346)]
+    for backup, _ts in started:
+        rig.simulator.finish(backup.id)
+    time.sleep(0.06)
+    claimed = behind._claim()  # mid-round on the instance whose clock is right
+    assert len(claimed) == 2
+    assert ahead.run_once().claimed == 0
+    behind._leases.release(claimed)
+    assert ahead.run_once().notified == 2  # free again: the skewed one may do the work
+    assert behind.run_once().claimed == 0
+    for _backup, ts in started:
+        assert len(rig.replies("C_OPS", ts)) == 1
+    assert len(rig.audit("backup.completed")) == 2
+
+
+def test_a_round_longer_than_its_lease_still_replies_once(rig: Rig) -> None:
+    """Six servers at 0.3 s a list is a round of about 2 s against a 0.5 s lease, with another
+    instance waiting to take over whatever lease runs out: every reply exactly once."""
+    servers = range(61001, 61007)
+    for server_id in servers:
+        rig.simulator.add_server(server_id, f"db-{server_id}")
+    registrar = rig.watcher()
+    threads = {}
+    for server_id in servers:
+        backup, ts = rig.start_backup(registrar, server_id=server_id, seeded=True)
+        rig.simulator.finish(backup.id)
+        threads[ts] = backup.id
+    rig.simulator.faults.latency = 0.3
+    first, second = rig.watcher(lease_seconds=0.5), rig.watcher(lease_seconds=0.5)
+    first.start()
+    time.sleep(0.1)  # the first has claimed the whole round
+    second.start()
+    deadline = time.monotonic() + 30
+    while len(rig.audit("backup.completed")) < len(threads) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # anything late or doubled would land now
+    first.stop()
+    second.stop()
+    counts = _count_replies(rig.slack, "C_OPS")
+    assert {ts: counts.get(ts, 0) for ts in threads} == dict.fromkeys(threads, 1)
+    assert len(rig.audit("backup.completed")) == len(threads)
 
 
 def test_not_in_channel_falls_back_to_the_requesters_dm(rig: Rig) -> None:

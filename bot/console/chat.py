@@ -57,6 +57,7 @@ The console's own commands:
   /in CHANNEL      talk in another channel (#ops, #random), or in your DM with the bot (dm)
   /who             who you are, the people and channels, and everyone's roles
   /home            open Backup Bot's App Home tab
+  /sweep           run the backup health sweep now: alerts (and recoveries) go to #ops
   /choices         list the buttons and options you can still press
   /trace on|off    also show every Web API call the bot makes
   /wait [SECONDS] [TEXT]   wait for the bot's next message (containing TEXT), 30 s at most
@@ -951,6 +952,7 @@ class Console:
             "/who": lambda _rest: self._who(),
             "/whoami": lambda _rest: self._who(),
             "/home": lambda _rest: self.home(),
+            "/sweep": lambda _rest: self.sweep(),
             "/click": self.click,
             "/choices": lambda _rest: self._list_choices(),
             "/trace": self._trace,
@@ -960,6 +962,31 @@ class Console:
             "/quit": self._stop,
             "/exit": self._stop,
         }
+
+    def sweep(self) -> None:
+        """`/sweep`: what the background worker does every HEALTH_SWEEP_MINUTES, now."""
+        bot = self.workspace.bot
+        if bot is None or bot.health is None:
+            self.note("This bot has no health monitor.")
+            return
+        start = self._begin_turn()
+        report = bot.health.sweep(force=True)
+        if report is None:
+            self.note("Another sweep is running just now; try again in a moment.")
+            return
+        if report.problem is not None:
+            self.note(f"Sweep: the provider did not answer ({report.problem}).")
+            return
+        where = bot.health.settings.alerts_channel
+        posted = f"{report.posted} posted in {self._where(where)}" if where else "none posted"
+        self.note(
+            f"Swept {report.servers} servers ({report.backups} backups): {report.unhealthy} "
+            f"{'needs' if report.unhealthy == 1 else 'need'} attention; "
+            f"{len(report.opened)} new incidents, {len(report.resolved)} "
+            f"resolved; alerts and recovery replies: {posted}."
+        )
+        if report.posted:
+            self._settle(start)
 
     def _stop(self, _rest: str) -> None:
         self._quit = True

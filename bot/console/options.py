@@ -20,6 +20,8 @@ class WorkspaceOptions:
     max_poll: float = 2.0  # and how often it looks again
     tick: float = 0.5  # how often the watcher looks for due jobs
     history_days: int = 7  # daily automatic backups seeded per server
+    # cache-01's newest automatic backup failed: `/backup status` and `/sweep` have one to show.
+    failed_backup: bool = True
     log_file: Path | None = None  # the bot's log; default: inside the temporary directory
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. {"BACKUP_CHANNELS": "C_OPS"}
 

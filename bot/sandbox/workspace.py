@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import secrets
 import tempfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,6 +44,7 @@ ROOMS = (
     Room("C_OPS", "ops", True),
     Room("C_RANDOM", "random", False),  # the bot was never invited here
 )
+FAILING_SERVER = 12347  # cache-01: its last automatic backup failed (WorkspaceOptions)
 ROLES = {
     "BACKUP_VIEWERS": "*",
     "BACKUP_OPERATORS": "U_ALICE",
@@ -90,6 +91,8 @@ class Workspace:
             vps_token, complete_after=options.complete_after, history_days=options.history_days
         )
         self.simulator.start()
+        if options.failed_backup:
+            self._fail_newest_automatic(FAILING_SERVER)
         self.slack = SlackDouble(seed=False, bot_name="backupbot")
         for person in PEOPLE:
             self.slack.add_user(person.user_id, person.name, real_name=person.real_name)
@@ -105,6 +108,10 @@ class Workspace:
             "VPS_TIMEOUT_SECONDS": "15",
             "DATABASE_URL": f"sqlite:///{directory / 'backupbot.db'}",
             **ROLES,
+            # Health alerts in #ops; the sweep runs when someone types /sweep (none in the
+            # background, so nothing appears by itself while you type).
+            "ALERTS_CHANNEL": "C_OPS",
+            "HEALTH_SWEEP_MINUTES": "0",
             **options.extra_env,
         }
         # env_file=None: the console never reads the person's .env (their real tokens).
@@ -119,6 +126,25 @@ class Workspace:
         self.server = self.bot.http_server(host="127.0.0.1", port=0).start()
         self.sender = SlackSender(f"{self.server.url}/slack/events", signing_secret, self.slack)
         self.bot.start_workers()
+
+    def _fail_newest_automatic(self, server_id: int) -> None:
+        """The server's newest automatic backup becomes a failed one, as on a bad night."""
+        assert self.simulator is not None
+        rows = self.simulator.list_backups(
+            {"server_id": str(server_id), "backup_type": "automatic"}
+        )
+        if not rows:
+            return
+        newest = max(rows, key=lambda row: str(row["created_at"]))
+        self.simulator.delete_backup(int(newest["id"]))
+        created = datetime.fromisoformat(str(newest["created_at"]).replace("Z", "+00:00"))
+        self.simulator.add_backup(
+            server_id,
+            backup_type="automatic",
+            status="failed",
+            created_at=created,
+            description=str(newest["description"]),
+        )
 
     def close(self) -> None:
         """Stop in dependency order; safe to call twice and after a failed start."""

@@ -46,11 +46,12 @@ from slack_sdk import WebClient
 
 from bot.approvals import RestoreApprovals
 from bot.audit import Actor
+from bot.logs import current_request_id
 from bot.metrics import BUSY_ANSWERS, WORK_IN_FLIGHT, WORK_QUEUE_DEPTH
 from bot.service import BackupService, ServiceError
 from bot.slack import blocks
 from bot.slack.directory import SlackDirectory
-from bot.slack.errors import error_notice
+from bot.slack.errors import error_notice, unexpected_failure
 from bot.slack.notify import post_to_dm, slack_error
 
 log = logging.getLogger(__name__)
@@ -323,12 +324,14 @@ class SlackEdge:
                 reference = _reference()
                 log.exception("%s failed (reference %s)", what, reference)
                 if actor is not None:
-                    self.reply_private(patient, actor, blocks.unexpected_failure(what, reference))
+                    self.reply_private(patient, actor, unexpected_failure(what, reference))
             finally:
                 patient.done()
 
         try:
-            future = (self.urgent if urgent else self.pool).submit(run)
+            future = (self.urgent if urgent else self.pool).submit(
+                contextvars.copy_context().run, run
+            )
         except WorkQueueFull:
             self._busy(ack, respond, who, what)
             return None
@@ -407,7 +410,7 @@ def guarded(listener: Callable[..., None]) -> Callable[..., None]:
 
 
 def _reference() -> str:
-    return secrets.token_hex(4)
+    return current_request_id() or secrets.token_hex(4)  # the request id: in every log line
 
 
 def _log_escaped(future: Future[None]) -> None:

@@ -48,6 +48,7 @@ _DOING = {
     Action.APPROVE: "Approving a restore",
     Action.REJECT: "Rejecting a restore",
     Action.AUDIT: "Reading the audit log",
+    Action.STATUS: "Seeing backup health",
 }
 
 
@@ -137,6 +138,7 @@ _ASKED = {
     Action.DELETE: "delete the backup",
     Action.RESTORE: "restore the server",
     Action.AUDIT: "look up that server for the audit log",
+    Action.STATUS: "check the backups' health",
 }
 
 

@@ -23,7 +23,7 @@ from bot.vps.models import BACKUP_TYPES, BackupType
 COMMAND_NAME = "/backup"
 
 AUDIT_ACTIONS: tuple[str, ...] = tuple(action.value for action in Action)
-SUBCOMMANDS: tuple[str, ...] = ("help", "list", "create", "delete", "restore", "audit")
+SUBCOMMANDS: tuple[str, ...] = ("help", "list", "create", "delete", "restore", "status", "audit")
 
 _USAGE_LINES: dict[str, tuple[str, ...]] = {
     "help": (f"{COMMAND_NAME} help",),
@@ -31,6 +31,7 @@ _USAGE_LINES: dict[str, tuple[str, ...]] = {
     "create": (f"{COMMAND_NAME} create SERVER [description…]",),
     "delete": (f"{COMMAND_NAME} delete BACKUP_ID",),
     "restore": (f"{COMMAND_NAME} restore BACKUP_ID [reason…]",),
+    "status": (f"{COMMAND_NAME} status [SERVER]",),
     "audit": (
         f"{COMMAND_NAME} audit [@user] [server:SERVER] [action:ACTION] [outcome:ok|denied|error]"
         " [approval:N] [since:7d]",
@@ -124,6 +125,13 @@ class RestoreCommand:
 
 
 @dataclass(frozen=True)
+class StatusCommand:
+    """`/backup status [SERVER]`: backup health of every server, or one with its timeline."""
+
+    server: ServerSpec | None = None
+
+
+@dataclass(frozen=True)
 class AuditCommand:
     """`/backup audit [@user] [server:X] [action:Y] [outcome:Z] [approval:N] [since:7d]`; None
     is "any"."""
@@ -150,6 +158,7 @@ Command: TypeAlias = (
     | CreateCommand
     | DeleteCommand
     | RestoreCommand
+    | StatusCommand
     | AuditCommand
     | AuditExportCommand
 )
@@ -542,6 +551,20 @@ def _parse_restore(scanner: _Scanner) -> Command:
     return RestoreCommand(backup_id=backup_id, reason=_description(scanner.remainder()))
 
 
+def _parse_status(scanner: _Scanner) -> Command:
+    token = scanner.next()
+    if token is None:
+        return StatusCommand()
+    server = _server_spec(token, "status", "status")
+    extra = scanner.remainder().strip()
+    if extra:
+        _fail(
+            f"Too many arguments: status takes one server at most; remove {_show(extra)}.",
+            "status",
+        )
+    return StatusCommand(server=server)
+
+
 _AUDIT_FILTERS = ("server", "action", "outcome", "approval", "since")
 _AUDIT_FILTER_LIST = "@user, `server:`, `action:`, `outcome:`, `approval:` and `since:`"
 ExportFormat: TypeAlias = Literal["csv", "jsonl"]
@@ -721,6 +744,7 @@ _PARSERS: dict[str, Callable[[_Scanner], Command]] = {
     "create": _parse_create,
     "delete": _parse_delete,
     "restore": _parse_restore,
+    "status": _parse_status,
     "audit": _parse_audit,
 }
 
@@ -740,6 +764,8 @@ _SYNONYMS = {
     "logs": "audit",
     "history": "audit",
     "?": "help",
+    "health": "status",
+    "stat": "status",
 }
 
 

@@ -1,20 +1,35 @@
-"""Serving the Bolt app: HTTP mode (`POST /slack/events`, `GET /healthz`) on waitress, or Socket
-Mode with slack_sdk's built-in WebSocket client (no public URL needed, no extra dependency)."""
+"""Serving the Bolt app: HTTP mode (`POST /slack/events`, `GET /healthz`, `GET /metrics`) on
+waitress, or Socket Mode with slack_sdk's built-in WebSocket client (no public URL needed, no extra
+dependency) and `/metrics` on a port of its own.
+
+Both entry points give each Slack request its id (`bot.logs.request_scope`) and time its ack
+(`backupbot_ack_seconds`): from the moment the request reaches our code to the moment Bolt hands
+back the answer that acks it.
+"""
 
 from __future__ import annotations
 
+import hmac
 import io
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
+from prometheus_client import make_wsgi_app
 from slack_bolt import App
+from slack_bolt.adapter.socket_mode.builtin import SocketModeHandler
+from slack_bolt.adapter.socket_mode.internals import run_bolt_app, send_response
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk.signature import SignatureVerifier
+from slack_sdk.socket_mode.builtin import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
 
+from bot.logs import request_scope
+from bot.metrics import ACK_SECONDS
 from bot.replays import fingerprint
 from bot.wsgi_server import WsgiApp, WsgiServer
 
@@ -22,6 +37,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
 # Slack's payloads are a few kB; a message with 50 blocks is well under 100 kB.
 MAX_BODY = 1 << 20
 
@@ -32,8 +48,10 @@ def wsgi_app(
     *,
     signing_secret: str | None = None,
     first_time: Callable[[str], bool] | None = None,
+    metrics: WsgiApp | None = None,
 ) -> WsgiApp:
-    """`POST /slack/events` to Bolt through the gate below, `GET /healthz`, 404 otherwise.
+    """`POST /slack/events` to Bolt through the gate below, `GET /healthz`, `GET /metrics` (when
+    `metrics` is given: see `metrics_app`), 404 otherwise.
 
     The gate, in order: a body over `MAX_BODY` is 413 (waitress refuses it before reading, see
     `HttpServer`); a bad or stale signature is 401; a body Slack would never send is 400 (Bolt
@@ -45,6 +63,13 @@ def wsgi_app(
     verifier = SignatureVerifier(signing_secret) if signing_secret else None
 
     def events(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        arrived = time.perf_counter()
+        with request_scope():
+            return gate(environ, start_response, arrived)
+
+    def gate(
+        environ: dict[str, Any], start_response: Callable[..., Any], arrived: float
+    ) -> Iterable[bytes]:
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -67,14 +92,20 @@ def wsgi_app(
             log.warning("a request already acted on came again (replay or retry): not acting")
             start_response("200 OK", [("Content-Length", "0")])
             return [b""]
+        kind = request_kind(shape)
+        log.debug("slack request: %s%s", kind, _retry_note(environ.get("HTTP_X_SLACK_RETRY_NUM")))
         environ["wsgi.input"] = io.BytesIO(body)
-        return slack(environ, start_response)
+        answer = slack(environ, start_response)
+        ACK_SECONDS.labels(kind).observe(time.perf_counter() - arrived)
+        return answer
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
         if path == EVENTS_PATH and method == "POST":
             return events(environ, start_response)
+        if path == METRICS_PATH and metrics is not None:
+            return metrics(environ, start_response)
         if path == HEALTH_PATH and method in ("GET", "HEAD"):
             ok = healthy()
             status = "200 OK" if ok else "503 Service Unavailable"
@@ -84,6 +115,70 @@ def wsgi_app(
         return _json(start_response, "404 Not Found", {"ok": False, "error": "not_found"})
 
     return application
+
+
+def metrics_app(refresh: Callable[[], None], token: str | None = None) -> WsgiApp:
+    """`GET /metrics`: prometheus-client's exposition (text, or OpenMetrics when asked for), after
+    `refresh()` (the gauges read from the database). With `token`, only for a request carrying
+    `Authorization: Bearer <token>` (401 otherwise)."""
+    exposition = make_wsgi_app()
+    expected = f"Bearer {token}".encode() if token else None
+
+    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+            return _json(start_response, "405 Method Not Allowed", {"ok": False})
+        if expected is not None:
+            given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
+            if not hmac.compare_digest(given, expected):
+                start_response(
+                    "401 Unauthorized",
+                    [("WWW-Authenticate", 'Bearer realm="metrics"'), ("Content-Length", "0")],
+                )
+                return [b""]
+        refresh()
+        return exposition(environ, start_response)
+
+    return application
+
+
+def metrics_only_app(metrics: WsgiApp, healthy: Callable[[], bool]) -> WsgiApp:
+    """What `METRICS_PORT` serves: `GET /metrics` and `GET /healthz`, 404 otherwise."""
+
+    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == METRICS_PATH:
+            return metrics(environ, start_response)
+        if path == HEALTH_PATH and environ.get("REQUEST_METHOD", "GET") in ("GET", "HEAD"):
+            ok = healthy()
+            status = "200 OK" if ok else "503 Service Unavailable"
+            return _json(start_response, status, {"ok": ok})
+        return _json(start_response, "404 Not Found", {"ok": False, "error": "not_found"})
+
+    return application
+
+
+# What `backupbot_ack_seconds` calls each kind of request (its `kind` label: a closed set).
+_PAYLOAD_KINDS = {
+    "block_actions": "action",
+    "interactive_message": "action",
+    "view_submission": "view",
+    "view_closed": "view",
+    "block_suggestion": "options",
+    "shortcut": "shortcut",
+    "message_action": "shortcut",
+    "event_callback": "event",
+}
+
+
+def request_kind(payload: Mapping[str, Any]) -> str:
+    """command, action, view, options, shortcut, event, or other (url_verification, ssl_check)."""
+    if "command" in payload:
+        return "command"
+    return _PAYLOAD_KINDS.get(str(payload.get("type", "")), "other")
+
+
+def _retry_note(retry: object) -> str:
+    return f" (Slack's retry {retry})" if retry else ""
 
 
 def _signed(verifier: SignatureVerifier, body: bytes, headers: dict[str, str]) -> bool:
@@ -165,13 +260,26 @@ class HttpServer(WsgiServer):
         )
 
 
+class _ObservedSocketModeHandler(SocketModeHandler):
+    """Bolt's Socket Mode handler, each envelope handled as one request (its own id) and its ack
+    timed up to the moment it is sent back over the WebSocket."""
+
+    def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+        arrived, started = time.perf_counter(), time.time()
+        payload = req.payload if isinstance(req.payload, dict) else {}
+        kind = "command" if req.type == "slash_commands" else request_kind(payload)
+        with request_scope():
+            log.debug("slack request: %s%s", kind, _retry_note(req.retry_attempt))
+            response = run_bolt_app(self.app, req)
+            send_response(client, req, response, started)
+            ACK_SECONDS.labels(kind).observe(time.perf_counter() - arrived)
+
+
 class SocketModeRunner:
     """Socket Mode: connects out to Slack over a WebSocket (no public URL needed)."""
 
     def __init__(self, app: App, app_token: str) -> None:
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-        self._handler = SocketModeHandler(app, app_token)
+        self._handler = _ObservedSocketModeHandler(app, app_token)
 
     def connect(self) -> SocketModeRunner:
         self._handler.connect()

@@ -10,8 +10,10 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 
 from bot.audit import Actor
+from bot.metrics import ACTIONS
 from bot.slack import blocks
 from bot.slack.edge import Responder, SlackEdge, Waiting, guarded
+from bot.slack.listeners import observe
 from bot.slack.listeners.replies import offer_delete, request_restore, show_audit, show_list
 from bot.slack.parser import positive_id
 
@@ -34,8 +36,16 @@ def _later(
     what: str,
     job: Callable[[Actor, Responder], None],
     waiting: Waiting = Waiting.NONE,
+    *,
+    name: str,
 ) -> None:
-    edge.later(job, respond=respond, who=lambda: edge.actor_of(body), what=what, waiting=waiting)
+    who = lambda: edge.actor_of(body)  # noqa: E731
+    observe.later(edge, ACTIONS, name, job, respond=respond, who=who, what=what, waiting=waiting)
+
+
+def _malformed(name: str, what: str) -> None:
+    log.warning("ignoring %s with a malformed value", what)
+    observe.count(ACTIONS, name, "invalid")
 
 
 def _list_page(edge: SlackEdge) -> Any:
@@ -43,12 +53,13 @@ def _list_page(edge: SlackEdge) -> Any:
         ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
     ) -> None:
         ack()
+        paging = action["action_id"].startswith(blocks.LIST_PAGE)
+        name = "list_page" if paging else "help_list"
         try:
             state = blocks.PageState.decode(action.get("value") or "")
         except (ValueError, TypeError):
-            log.warning("ignoring a list button with a malformed value")
+            _malformed(name, "a list button")
             return
-        paging = action["action_id"].startswith(blocks.LIST_PAGE)
 
         def job(actor: Actor, reply: Responder) -> None:
             show_list(
@@ -63,7 +74,7 @@ def _list_page(edge: SlackEdge) -> Any:
             )
 
         waiting = Waiting.IN_PLACE if paging else Waiting.NEW_MESSAGE
-        _later(edge, body, respond, "list backups", job, waiting)
+        _later(edge, body, respond, "list backups", job, waiting, name=name)
 
     return handle_list_page
 
@@ -76,13 +87,13 @@ def _audit_page(edge: SlackEdge) -> Any:
         try:
             query = blocks.decode_audit_query(str(action.get("value") or ""))
         except (ValueError, TypeError):
-            log.warning("ignoring an audit page button with a malformed value")
+            _malformed("audit_page", "an audit page button")
             return
 
         def job(actor: Actor, reply: Responder) -> None:
             show_audit(edge, actor, reply, query, replace_original=True)
 
-        _later(edge, body, respond, "page the audit log", job, Waiting.IN_PLACE)
+        _later(edge, body, respond, "page the audit log", job, Waiting.IN_PLACE, name="audit_page")
 
     return handle_audit_page
 
@@ -97,6 +108,7 @@ def _backup_menu(edge: SlackEdge) -> Any:
         backup_id = positive_id(raw_id)
         if verb not in ("delete", "restore") or backup_id is None:
             log.warning("ignoring an unknown backup menu choice")
+            observe.count(ACTIONS, "backup_menu", "invalid")
             return
 
         def job(actor: Actor, reply: Responder) -> None:
@@ -105,7 +117,7 @@ def _backup_menu(edge: SlackEdge) -> Any:
             else:
                 request_restore(edge, actor, reply, backup_id)
 
-        _later(edge, body, respond, f"{verb} backup {backup_id}", job)
+        _later(edge, body, respond, f"{verb} backup {backup_id}", job, name=f"backup_menu_{verb}")
 
     return handle_backup_menu
 
@@ -117,7 +129,7 @@ def _delete_confirm(edge: SlackEdge) -> Any:
         ack()
         ids = _ids(action.get("value"))
         if ids is None:
-            log.warning("ignoring a delete button with a malformed value")
+            _malformed("delete_confirm", "a delete button")
             return
 
         def job(actor: Actor, reply: Responder) -> None:
@@ -125,7 +137,8 @@ def _delete_confirm(edge: SlackEdge) -> Any:
             message = blocks.deleted(result, actor.user_id)
             edge.reply_private(reply, actor, message, replace_original=True)
 
-        _later(edge, body, respond, f"delete backup {ids[0]}", job, Waiting.IN_PLACE)
+        what = f"delete backup {ids[0]}"
+        _later(edge, body, respond, what, job, Waiting.IN_PLACE, name="delete_confirm")
 
     return handle_delete_confirm
 
@@ -142,7 +155,7 @@ def _delete_cancel(edge: SlackEdge) -> Any:
             message = blocks.delete_cancelled(backup_id)
             edge.reply_private(reply, actor, message, replace_original=True)
 
-        _later(edge, body, respond, "cancel a delete", job)
+        _later(edge, body, respond, "cancel a delete", job, name="delete_cancel")
 
     return handle_delete_cancel
 

@@ -18,9 +18,11 @@ from slack_sdk.errors import SlackApiError
 
 from bot.approvals import NoSuchApproval
 from bot.audit import Actor
+from bot.metrics import ACTIONS
 from bot.policy import Action
 from bot.slack import approval_blocks
 from bot.slack.edge import Responder, SlackEdge, guarded
+from bot.slack.listeners import observe
 from bot.slack.parser import positive_id
 
 log = logging.getLogger(__name__)
@@ -38,12 +40,12 @@ def _approve_clicked(edge: SlackEdge) -> Any:
         ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
     ) -> None:
         ack()
-        approval_id = _approval_id(action)
+        approval_id = _approval_id(action, "approve")
         if approval_id is None:
             return
         trigger_id = str(body.get("trigger_id", ""))
 
-        def job(actor: Actor, reply: Responder) -> None:
+        def job(actor: Actor, reply: Responder) -> str | None:
             approval = edge.approvals.check_decider(actor, approval_id, Action.APPROVE)
             try:
                 edge.client.views_open(
@@ -52,9 +54,14 @@ def _approve_clicked(edge: SlackEdge) -> Any:
             except SlackApiError as exc:
                 log.warning("approval form not opened: %s", exc.response.get("error"))
                 edge.reply_private(reply, actor, approval_blocks.form_not_opened())
+                return "error"
+            return None
 
         who = lambda: edge.actor_of(body)  # noqa: E731
-        edge.later(job, respond=respond, who=who, what="open the approval form", urgent=True)
+        what = "open the approval form"
+        observe.later(
+            edge, ACTIONS, "approve", job, respond=respond, who=who, what=what, urgent=True
+        )
 
     return handle_approve
 
@@ -66,7 +73,8 @@ def _decision_clicked(edge: SlackEdge, action_taken: Action) -> Any:
         ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
     ) -> None:
         ack()
-        approval_id = _approval_id(action)
+        name = "reject" if action_taken is Action.REJECT else "cancel"
+        approval_id = _approval_id(action, name)
         if approval_id is None:
             return
 
@@ -77,7 +85,8 @@ def _decision_clicked(edge: SlackEdge, action_taken: Action) -> Any:
                 edge.approvals.cancel(actor, approval_id)
 
         who = lambda: edge.actor_of(body)  # noqa: E731
-        edge.later(job, respond=respond, who=who, what=f"{action_taken.value} an approval")
+        what = f"{action_taken.value} an approval"
+        observe.later(edge, ACTIONS, name, job, respond=respond, who=who, what=what)
 
     return handle_decision
 
@@ -94,13 +103,16 @@ def _confirmation_submitted(edge: SlackEdge) -> Any:
             # The form stays open and says so, rather than closing as if it had worked.
             log.exception("could not read the approval a confirmation is for")
             ack(**approval_blocks.not_checked())
+            observe.count(ACTIONS, _FORM, "error")
             return
         if approval is None:
             log.warning("ignoring a confirmation for an approval that does not exist")
             ack()
+            observe.count(ACTIONS, _FORM, "invalid")
             return
         if typed.strip() != approval.server.name:
             ack(**approval_blocks.wrong_name(approval))
+            observe.count(ACTIONS, _FORM, "invalid")
             return
         ack()
         # Refusals after the modal closed go to the card's channel, privately.
@@ -108,18 +120,23 @@ def _confirmation_submitted(edge: SlackEdge) -> Any:
             edge.actor_of(body), channel_id=approval.card_channel_id
         )
         approve = lambda actor, _: edge.approvals.approve(actor, approval.id, typed)  # noqa: E731
-        edge.later(approve, respond=_NO_RESPONSE_URL, who=who, what="approve a restore")
+        what = "approve a restore"
+        observe.later(edge, ACTIONS, _FORM, approve, respond=_NO_RESPONSE_URL, who=who, what=what)
 
     return handle_confirmation
 
 
-def _approval_id(action: dict[str, Any]) -> int | None:
+def _approval_id(action: dict[str, Any], name: str) -> int | None:
     """A card button's value: the approval's id, and nothing else (what runs is what was
     stored). Anything the bot never writes there is logged and ignored."""
     approval_id = positive_id(str(action.get("value", "")))
     if approval_id is None:
         log.warning("ignoring an approval button with a malformed value")
+        observe.count(ACTIONS, name, "invalid")
     return approval_id
+
+
+_FORM = "approve_form"  # the typed confirmation's submission
 
 
 def _typed_name(view: dict[str, Any]) -> str:

@@ -7,8 +7,10 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 
 from bot.audit import Actor
+from bot.metrics import COMMANDS
 from bot.slack import blocks
 from bot.slack.edge import Responder, SlackEdge, Waiting, guarded
+from bot.slack.listeners import observe
 from bot.slack.listeners.replies import (
     audit_query,
     create,
@@ -17,9 +19,11 @@ from bot.slack.listeners.replies import (
     request_restore,
     show_audit,
     show_list,
+    show_status,
 )
 from bot.slack.parser import (
     COMMAND_NAME,
+    SUBCOMMANDS,
     USAGE,
     AuditCommand,
     AuditExportCommand,
@@ -30,6 +34,7 @@ from bot.slack.parser import (
     ListCommand,
     ParseError,
     RestoreCommand,
+    StatusCommand,
     parse,
 )
 
@@ -47,6 +52,7 @@ def _handler(edge: SlackEdge) -> Any:
             parsed = parse(text)
         except ParseError as exc:
             answer = blocks.notice(f"⚠️ {exc.message}\n```{exc.usage}```")
+            observe.count(COMMANDS, _attempted(text), "invalid")
             problem = exc.message
             record = lambda actor, _: edge.service.command_answered(actor, text, problem)  # noqa: E731
             what = "record a command"
@@ -54,6 +60,7 @@ def _handler(edge: SlackEdge) -> Any:
             return
         if isinstance(parsed, HelpCommand):
             answer = blocks.help_message(USAGE)
+            observe.count(COMMANDS, "help", "ok")
             record = lambda actor, _: edge.service.command_answered(actor, text)  # noqa: E731
             edge.later(
                 record,
@@ -66,9 +73,29 @@ def _handler(edge: SlackEdge) -> Any:
             return
         run = lambda actor, reply: run_command(edge, parsed, actor, reply)  # noqa: E731
         what = f"run `{COMMAND_NAME} {text.strip()[:80]}`"
-        edge.later(run, respond=respond, who=who, what=what, waiting=Waiting.NEW_MESSAGE, ack=ack)
+        name = _NAMES.get(type(parsed), "other")
+        waiting = Waiting.NEW_MESSAGE
+        observe.later(
+            edge, COMMANDS, name, run, respond=respond, who=who, what=what, waiting=waiting, ack=ack
+        )
 
     return handle_backup
+
+
+_NAMES: dict[type, str] = {
+    ListCommand: "list",
+    CreateCommand: "create",
+    DeleteCommand: "delete",
+    RestoreCommand: "restore",
+    AuditCommand: "audit",
+    AuditExportCommand: "audit_export",
+}
+
+
+def _attempted(text: str) -> str:
+    """The subcommand a malformed command was meant to be, if it names one; else "unknown"."""
+    first = text.strip().split(maxsplit=1)[0].lower() if text.strip() else "help"
+    return first if first in SUBCOMMANDS else "unknown"
 
 
 def run_command(edge: SlackEdge, parsed: Command, actor: Actor, respond: Responder) -> None:
@@ -82,6 +109,8 @@ def run_command(edge: SlackEdge, parsed: Command, actor: Actor, respond: Respond
         offer_delete(edge, actor, respond, parsed.backup_id)
     elif isinstance(parsed, RestoreCommand):
         request_restore(edge, actor, respond, parsed.backup_id, parsed.reason or "")
+    elif isinstance(parsed, StatusCommand):
+        show_status(edge, actor, respond, parsed.server.argument if parsed.server else None)
     elif isinstance(parsed, AuditCommand):
         show_audit(edge, actor, respond, audit_query(parsed))
     elif isinstance(parsed, AuditExportCommand):

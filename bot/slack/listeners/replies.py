@@ -6,7 +6,7 @@ import logging
 
 from bot.audit import Actor
 from bot.service import AuditQuery
-from bot.slack import approval_blocks, blocks
+from bot.slack import approval_blocks, blocks, health_blocks
 from bot.slack.edge import Responder, SlackEdge
 from bot.slack.notify import SlackFiles
 from bot.slack.parser import AuditCommand, AuditExportCommand
@@ -86,3 +86,17 @@ def request_restore(
 ) -> None:
     approval = edge.approvals.request(actor, backup_id, reason)
     edge.reply_private(respond, actor, approval_blocks.request_posted(approval))
+
+
+def show_status(
+    edge: SlackEdge,
+    actor: Actor,
+    respond: Responder,
+    server: int | str | None,
+    *,
+    page: int = 0,
+    replace_original: bool = False,
+) -> None:
+    report = edge.service.status(actor, server)
+    message = health_blocks.status_message(report, page=page)
+    edge.reply_private(respond, actor, message, replace_original=replace_original)
