@@ -49,6 +49,7 @@ from bot.vps.errors import (
 from bot.vps.models import (
     Backup,
     BackupList,
+    BackupPage,
     DeleteOutcome,
     RestoreAccepted,
     parse_backup,
@@ -189,7 +190,7 @@ class BackupsClient:
         if backup_type is not None:
             params["backup_type"] = backup_type
         response = self._idempotent("GET", "backups/", params=params, what="list backups")
-        page = parse_backup_page(self._json(response))
+        page = self._page(response)
         count, backups = page.count, page.backups
         unreadable, unreadable_ids = page.unreadable, set(page.unreadable_ids)
         pages = 1
@@ -205,7 +206,7 @@ class BackupsClient:
             # A relative link is relative to the page it came in (httpx's base_url would not be).
             url = self._same_origin(str(response.url.join(page.following)))
             response = self._idempotent("GET", url, what="list backups")
-            page = parse_backup_page(self._json(response))
+            page = self._page(response)
             backups.extend(page.backups)
             unreadable += page.unreadable
             unreadable_ids |= page.unreadable_ids
@@ -532,6 +533,15 @@ class BackupsClient:
             f"The VPS provider answered with an unexpected {_status_line(response)}.",
             status_code=status,
         )
+
+    def _page(self, response: httpx.Response) -> BackupPage:
+        """One page of a list; a body of the wrong shape keeps the status it came with, so the
+        audit row says what the provider answered."""
+        try:
+            return parse_backup_page(self._json(response))
+        except UnexpectedResponse as exc:
+            exc.status_code = exc.status_code or response.status_code
+            raise
 
     def _json(self, response: httpx.Response, *, allow_empty: bool = False) -> Any:
         if allow_empty and not response.content.strip():
