@@ -117,6 +117,8 @@ def _provider_error(error: ProviderError) -> str:
     reason = escape(error.error.message)
     server, name = error.server, escape(error.server_name or "")
     if isinstance(error.error, OutcomeUnknown):
+        if error.action is Action.DELETE and error.backup_id is not None:
+            return f"Could not confirm the delete of backup {error.backup_id}. {reason}"
         if server is None:
             return reason
         return f"{reason} `{COMMAND_NAME} list {server.id}` shows them."
