@@ -26,7 +26,7 @@ from bot.audit import Actor
 from bot.service import BackupService, ServiceError
 from bot.slack import blocks
 from bot.slack.directory import SlackDirectory
-from bot.slack.errors import error_notice
+from bot.slack.errors import error_notice, unexpected_failure
 from bot.slack.notify import post_to_dm, slack_error
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class SlackEdge:
                 reference = _reference()
                 log.exception("%s failed (reference %s)", what, reference)
                 if actor is not None:
-                    self.reply_private(patient, actor, blocks.unexpected_failure(what, reference))
+                    self.reply_private(patient, actor, unexpected_failure(what, reference))
             finally:
                 patient.done()
 
