@@ -19,6 +19,7 @@ from bot.service import (
     NoSuchBackup,
     ProviderError,
     ServiceError,
+    StorageUnavailable,
     UnknownServer,
 )
 from bot.slack.approval_blocks import state_words
@@ -104,6 +105,11 @@ def error_notice(error: ServiceError) -> dict[str, Any]:
         text = (
             f"I could not send you the file (Slack said `{escape(error.problem)}`; the app "
             "needs the `files:write` scope)."
+        )
+    elif isinstance(error, StorageUnavailable):
+        text = (
+            "I cannot reach my database right now, so I did not do that (nothing was changed "
+            "at the provider). Try again in a minute; if it goes on, tell the bot's operators."
         )
     elif isinstance(error, WrongConfirmation):
         text = "That is not the server's name: nothing was approved."
