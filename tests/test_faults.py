@@ -30,6 +30,12 @@ is named here instead of repeated.
 | expired `response_url` | `test_an_answer_after_its_response_url_expired_…` | — | — |
 | `views.publish` rate limited | hardening `test_rate_limited_home_tabs_do_not_delay_…` | | |
 
+| process fault | test (tests/test_faults_processes.py) |
+|---|---|
+| database down during a command (PostgreSQL stopped, then started) | `test_the_database_going_away_is_said_plainly_and_work_resumes_when_it_is_back` |
+| SIGKILL: backups in flight, a restore approved, one pending | `test_a_sigkill_with_backups_in_flight_and_approvals_open_…`; approvals_processes `test_a_sigkill_at_each_step_still_restores_exactly_once`, `test_a_pending_approval_survives_a_restart_…` |
+| SIGTERM: stop taking work, finish what is in flight, exit within 10 s | `test_sigterm_stops_taking_work_finishes_what_is_in_flight_and_exits_within_10_s` |
+
 | request | test |
 |---|---|
 | forged signature, wrong secret, non-ASCII signature | slack_app `test_forged_and_stale_signatures_are_refused`, `test_forged_button_clicks_are_refused`; `test_a_forged_or_stale_approval_restores_nothing[forged]` |
@@ -162,6 +168,7 @@ def make_rig(
         rig = make(**env)
         rig.link = link
         rig.bot.service.answer_within = 3.0  # a read timeout is said in seconds, not 15
+        rig.bot.vps.backoff_base, rig.bot.vps.backoff_cap = 0.05, 0.2  # retries, not waits
         return rig
 
     try:
@@ -295,6 +302,7 @@ def test_restore_through_a_provider_fault_is_sent_at_most_once_and_told(
     env = {"RESTORE_SAFETY_BACKUP": "false", "VPS_TIMEOUT_SECONDS": "1", "VPS_API_URL": link.url}
     rig = next(factory)(**env)
     rig.bot.vps._timeout = httpx.Timeout(1.0)  # type: ignore[attr-defined] # connects: 1 s, not 5
+    rig.bot.vps.backoff_base, rig.bot.vps.backoff_cap = 0.05, 0.2
     try:
         card = rig.request(rig.backup())
         if case.inject:
