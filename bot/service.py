@@ -14,11 +14,13 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bot.audit import Actor, AuditEntry, AuditLog, Checkpoint
 from bot.db import Outcome
@@ -84,6 +86,15 @@ class ProviderError(ServiceError):
         self.server_name = server.name if server is not None else server_name
         self.backup_id = backup_id
         self.status_code = error.status_code
+
+
+class StorageUnavailable(ServiceError):
+    """The bot's database did not answer: what needs recording was not done (a create was not
+    sent: a backup started then could be neither audited nor followed)."""
+
+
+# What the database driver raises when it cannot be reached (connection refused, reset, locked).
+_UNREACHABLE = (OperationalError, InterfaceError)
 
 
 class BackupNotFinished(ServiceError):
@@ -306,10 +317,17 @@ class BackupService:
             pass
         return None
 
-    def someone_waiting(self) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def someone_waiting(self) -> Iterator[None]:
         """Around a use-case a person waits for in chat: provider calls end within
-        `answer_within` seconds in all (a retry or `Retry-After` past it is said at once)."""
-        return self.client.budget(self.answer_within)
+        `answer_within` seconds in all (a retry or `Retry-After` past it is said at once), and
+        a database that cannot be reached is a `StorageUnavailable`, said plainly."""
+        with self.client.budget(self.answer_within):
+            try:
+                yield
+            except _UNREACHABLE as exc:
+                log.error("the database did not answer during a command: %s", exc)
+                raise StorageUnavailable(type(exc).__name__) from None
 
     def permissions(self, user_id: str) -> tuple[list[str], list[str]]:
         """(roles held, actions allowed) of a person, sorted, for showing them what they may do."""
@@ -432,20 +450,24 @@ class BackupService:
         parameters = {"server": server, "description": description}
         self.authorize(actor, Action.CREATE, **parameters)
         ref = self._resolve_audited(actor, Action.CREATE, server, parameters)
+        self.audit.recent(1)  # the database answers (else StorageUnavailable): checked first
         try:
             backup = self.client.create_backup(ref.id, description)
         except VpsError as exc:
             self._failed(actor, Action.CREATE, exc, parameters, server_id=ref.id)
             raise ProviderError(exc, Action.CREATE, server=ref) from None
-        self.audit.record(
-            actor,
-            Action.CREATE.value,
-            Outcome.OK,
-            server_id=backup.server.id,
-            backup_id=backup.id,
-            parameters=parameters,
-            detail=f"backup {backup.id} started ({backup.status})",
-        )
+        try:
+            self.audit.record(
+                actor,
+                Action.CREATE.value,
+                Outcome.OK,
+                server_id=backup.server.id,
+                backup_id=backup.id,
+                parameters=parameters,
+                detail=f"backup {backup.id} started ({backup.status})",
+            )
+        except Exception:
+            log.exception("could not record that backup %s started", backup.id)
         job_id = self._watch(actor, backup)
         announcement = self._announce(actor, backup)
         if job_id is not None and self.watcher is not None:
@@ -534,6 +556,7 @@ class BackupService:
     ) -> DeleteResult:
         """`server_id`, when the caller knows it (the card did), goes into the audit rows."""
         self.authorize(actor, Action.DELETE, backup_id=backup_id, server_id=server_id)
+        self.audit.recent(1)  # the database answers (else StorageUnavailable): checked first
         try:
             outcome: DeleteOutcome | None = self.client.delete_backup(backup_id)
             status, detail = 204, outcome.value  # type: ignore[union-attr]
@@ -542,15 +565,18 @@ class BackupService:
         except VpsError as exc:
             self._failed(actor, Action.DELETE, exc, {}, server_id=server_id, backup_id=backup_id)
             raise ProviderError(exc, Action.DELETE, backup_id=backup_id) from None
-        self.audit.record(
-            actor,
-            Action.DELETE.value,
-            Outcome.OK,
-            server_id=server_id,
-            backup_id=backup_id,
-            provider_status=status,
-            detail=detail,
-        )
+        try:
+            self.audit.record(
+                actor,
+                Action.DELETE.value,
+                Outcome.OK,
+                server_id=server_id,
+                backup_id=backup_id,
+                provider_status=status,
+                detail=detail,
+            )
+        except Exception:  # it is deleted: the person hears so whatever the record did
+            log.exception("could not record that backup %s was deleted", backup_id)
         return DeleteResult(backup_id, outcome)
 
     def cancel_delete(self, actor: Actor, backup_id: int | None, server_id: int | None) -> None:

@@ -19,6 +19,7 @@ from bot.service import (
     NoSuchBackup,
     ProviderError,
     ServiceError,
+    StorageUnavailable,
     UnknownServer,
 )
 from bot.slack.approval_blocks import state_words
@@ -106,6 +107,11 @@ def error_notice(error: ServiceError) -> dict[str, Any]:
             f"I could not send you the file (Slack said `{escape(error.problem)}`; the app "
             "needs the `files:write` scope)."
         )
+    elif isinstance(error, StorageUnavailable):
+        text = (
+            "I cannot reach my database right now, so I did not do that (nothing was changed "
+            "at the provider). Try again in a minute; if it goes on, tell the bot's operators."
+        )
     elif isinstance(error, WrongConfirmation):
         text = "That is not the server's name: nothing was approved."
     else:
@@ -118,6 +124,8 @@ def _provider_error(error: ProviderError) -> str:
     reason = escape(error.error.message)
     server, name = error.server, escape(error.server_name or "")
     if isinstance(error.error, OutcomeUnknown):
+        if error.action is Action.DELETE and error.backup_id is not None:
+            return f"Could not confirm the delete of backup {error.backup_id}. {reason}"
         if server is None:
             return reason
         return f"{reason} `{COMMAND_NAME} list {server.id}` shows them."

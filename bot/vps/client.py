@@ -629,6 +629,15 @@ class BackupsClient:
             status_code=status,
         )
 
+    def _page(self, response: httpx.Response) -> BackupPage:
+        """One page of a list; a body of the wrong shape keeps the status it came with, so the
+        audit row says what the provider answered."""
+        try:
+            return parse_backup_page(self._json(response))
+        except UnexpectedResponse as exc:
+            exc.status_code = exc.status_code or response.status_code
+            raise
+
     def _json(self, response: httpx.Response, *, allow_empty: bool = False) -> Any:
         if allow_empty and not response.content.strip():
             return None
