@@ -431,13 +431,6 @@ class BackupsClient:
         path = "/" + path.lstrip("/")
         return _ID_SEGMENT.sub("/{id}", path)
 
-    def _page(self, response: httpx.Response) -> BackupPage:
-        try:
-            return parse_backup_page(self._json(response))
-        except UnexpectedResponse:
-            self._invalid_body(response)
-            raise
-
     def _invalid_body(self, response: httpx.Response) -> None:
         PROVIDER_ERRORS.labels(self._endpoint(str(response.request.url)), "invalid_body").inc()
 
@@ -635,6 +628,7 @@ class BackupsClient:
         try:
             return parse_backup_page(self._json(response))
         except UnexpectedResponse as exc:
+            self._invalid_body(response)
             exc.status_code = exc.status_code or response.status_code
             raise
 
