@@ -86,3 +86,25 @@ def slack() -> Iterator[SlackDouble]:
         yield double
     finally:
         double.stop()
+
+
+@pytest.fixture
+def world(
+    tmp_path: Any, slack: SlackDouble, simulator: Simulator, database_url: str
+) -> Iterator[Callable[..., Any]]:
+    """Starts `backupbot run --http` processes (`tests.fault_rig.BotProcess`) on one database,
+    migrated first as the release step does (PostgreSQL is not upgraded by `run`); stops them."""
+    from bot.db import upgrade
+    from tests.fault_rig import PROCESS_SECRET, BotProcess  # it imports this module
+
+    upgrade(database_url)
+    started: list[BotProcess] = []
+
+    def start(**env: str) -> BotProcess:
+        bot = BotProcess(tmp_path, slack, simulator, database_url, PROCESS_SECRET, **env)
+        started.append(bot)
+        return bot
+
+    yield start
+    for bot in started:
+        bot.stop()

@@ -25,6 +25,8 @@ from bot.sandbox.vps import Simulator
 from tests.conftest import SIM_TOKEN
 from tests.test_cli import _env
 
+PROCESS_SECRET = "process-signing-secret"  # of the bots `BotProcess` starts in tests
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -5,96 +5,21 @@ doubles, and the provider counts every restore call."""
 from __future__ import annotations
 
 import json
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from bot.db import Approval, make_engine, make_session_factory, upgrade
-from bot.sandbox.slack import Message, SlackDouble, SlackSender
+from bot.db import Approval, make_engine, make_session_factory
+from bot.sandbox.slack import Message, SlackDouble
 from bot.sandbox.vps import Simulator
 from bot.slack import approval_blocks
-from tests.conftest import SIM_TOKEN
-from tests.test_cli import _env
+from tests.fault_rig import BotProcess
 
-SECRET = "process-signing-secret"
 CONFIRM = {approval_blocks.CONFIRM_BLOCK: {approval_blocks.CONFIRM_INPUT: "web-server-01"}}
-
-
-class BotProcess:
-    """`backupbot run --http` on a free port, and a sender signing requests to it."""
-
-    def __init__(self, cwd: Path, slack: SlackDouble, sim: Simulator, url: str, **env: str):
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "run", "--http", "--host", "127.0.0.1", "--port", "0"],
-            cwd=cwd,
-            env=_env(
-                SLACK_BOT_TOKEN=slack.bot_token,
-                SLACK_SIGNING_SECRET=SECRET,
-                SLACK_API_URL=slack.api_url,
-                VPS_API_URL=sim.base_url,
-                VPS_API_TOKEN=SIM_TOKEN,
-                DATABASE_URL=url,
-                BACKUP_OPERATORS="U_ALICE",
-                BACKUP_APPROVERS="U_BOB,U_CAROL",
-                WATCH_POLL_SECONDS="0.2",
-                WORKER_LEASE_SECONDS="1",
-                **env,
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stderr is not None
-        port = None
-        deadline = time.monotonic() + 30
-        while port is None and time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if not line and self.process.poll() is not None:
-                break
-            match = re.search(r"/healthz on 127\.0\.0\.1:(\d+)", line)
-            port = int(match.group(1)) if match else None
-        assert port, "the bot did not start"
-        # Keep reading its log, so a chatty process never blocks on a full pipe.
-        threading.Thread(target=self.process.stderr.read, daemon=True).start()
-        self.sender = SlackSender(f"http://127.0.0.1:{port}/slack/events", SECRET, slack)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-@pytest.fixture
-def world(
-    tmp_path: Path, slack: SlackDouble, simulator: Simulator, database_url: str
-) -> Iterator[Callable[..., BotProcess]]:
-    upgrade(database_url)  # the release step (PostgreSQL is not upgraded by `run`)
-    started: list[BotProcess] = []
-
-    def start(**env: str) -> BotProcess:
-        bot = BotProcess(tmp_path, slack, simulator, database_url, **env)
-        started.append(bot)
-        return bot
-
-    yield start
-    for bot in started:
-        bot.stop()
 
 
 def _approval(database_url: str) -> Approval:

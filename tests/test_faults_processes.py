@@ -23,9 +23,9 @@ from bot.sandbox.slack import Message, RecordedCall, RecordedResponse, SlackDoub
 from bot.sandbox.vps import Simulator
 from bot.slack import approval_blocks
 from tests.fault_rig import HAS_POSTGRES, BotProcess, OwnPostgres, wait_until
+from tests.fault_rig import PROCESS_SECRET as SECRET
 from tests.test_approvals_processes import _open_form
 
-SECRET = "faults-signing-secret"
 WAITING = "Waiting for the provider"
 CONFIRM = {approval_blocks.CONFIRM_BLOCK: {approval_blocks.CONFIRM_INPUT: "web-server-01"}}
 
@@ -133,23 +133,6 @@ def test_the_database_going_away_is_said_plainly_and_work_resumes_when_it_is_bac
 
 
 # -- SIGKILL and SIGTERM --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def world(
-    tmp_path: Path, slack: SlackDouble, simulator: Simulator, database_url: str
-) -> Iterator[Callable[..., BotProcess]]:
-    upgrade(database_url)  # the release step (PostgreSQL is not upgraded by `run`)
-    started: list[BotProcess] = []
-
-    def start(**env: str) -> BotProcess:
-        bot = BotProcess(tmp_path, slack, simulator, database_url, SECRET, **env)
-        started.append(bot)
-        return bot
-
-    yield start
-    for bot in started:
-        bot.stop()
 
 
 def _approvals(url: str) -> dict[int, Approval]:
