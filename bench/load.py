@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -38,7 +38,6 @@ from typing import Any
 import httpx
 
 from bot.sandbox.slack import SlackDouble, SlackSender
-from bot.sandbox.slack.sender import Response
 from bot.sandbox.vps import Simulator
 
 TOKEN = "bench-token"  # noqa: S105 - the simulator's, not a real one
@@ -163,28 +162,10 @@ class PooledSender(SlackSender):
     context) a request, which costs the sending process more CPU than the app spends acking."""
 
     def __init__(self, url: str, slack: SlackDouble) -> None:
-        super().__init__(url, SECRET, slack, timeout=30)
         self.http = httpx.Client(
             timeout=30, limits=httpx.Limits(max_connections=200, max_keepalive_connections=200)
         )
-
-    def post(
-        self,
-        body: bytes | str,
-        content_type: str = "application/x-www-form-urlencoded",
-        timestamp: int | str | None = None,
-        signature: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Response:
-        raw = body.encode() if isinstance(body, str) else body
-        stamp = str(int(time.time()))
-        sent = {
-            "Content-Type": content_type,
-            "X-Slack-Request-Timestamp": stamp,
-            "X-Slack-Signature": self._verifier.generate_signature(timestamp=stamp, body=raw),
-        }
-        answer = self.http.post(self.app_url, content=raw, headers=sent)
-        return Response(answer.status_code, dict(answer.headers), answer.text)
+        super().__init__(url, SECRET, slack, timeout=30, http=self.http)
 
 
 class Traffic:
