@@ -172,7 +172,9 @@ def health_of(
     failure_window: timedelta = timedelta(days=7),
 ) -> ServerHealth:
     """One server's health from its backups. Stale: the newest completed backup is *older*
-    than `stale_after` (exactly that old is not stale), or there is none."""
+    than `stale_after` (exactly that old is not stale), or there is none although the server's
+    first backup is older than that (a new server whose first backup is still running has had
+    no time to be stale yet)."""
     by_phase: dict[Phase, list[Backup]] = {phase: [] for phase in Phase}
     for backup in backups:  # `phase` reads the status once per backup: a sweep has thousands
         by_phase[backup.phase].append(backup)
@@ -190,8 +192,20 @@ def health_of(
         ),
         total_size_mb=sum(b.size_mb or 0 for b in backups),
         backups=len(backups),
-        stale=newest_completed is None or now - newest_completed.created_at > stale_after,
+        stale=_stale(newest_completed, backups, now, stale_after),
     )
+
+
+def _stale(
+    newest_completed: Backup | None, backups: Sequence[Backup], now: datetime, after: timedelta
+) -> bool:
+    """Measured from the newest completed backup or, without one, from the first backup of all
+    (how long the server has gone without a good one); no backups at all is stale."""
+    if newest_completed is not None:
+        since: datetime | None = newest_completed.created_at
+    else:
+        since = min((b.created_at for b in backups), default=None)
+    return since is None or now - since > after
 
 
 def classify(

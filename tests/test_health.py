@@ -131,6 +131,8 @@ def test_servers_are_classified_right_at_the_boundaries(rig: HealthRig) -> None:
         (5, "failed-then-good"),
         (6, "never-good"),
         (7, "failed-8-days-ago"),
+        (8, "brand-new"),
+        (9, "never-good-for-long"),
     ):
         rig.server(server_id, name)
     rig.backup(1, STALE - minute)
@@ -144,6 +146,8 @@ def test_servers_are_classified_right_at_the_boundaries(rig: HealthRig) -> None:
     rig.backup(7, timedelta(days=8), status="failed")
     rig.backup(7, timedelta(hours=2))
     rig.backup(7, timedelta(hours=1), status="in_progress", backup_type="manual")
+    rig.backup(8, timedelta(minutes=10), status="in_progress")  # its very first backup
+    rig.backup(9, STALE + minute, status="failed")
 
     report = rig.monitor().status()
     by_name = {h.server.name: h for h in report.servers}
@@ -154,8 +158,10 @@ def test_servers_are_classified_right_at_the_boundaries(rig: HealthRig) -> None:
         "just-stale": ["stale"],
         "failed-last": ["failed"],
         "failed-then-good": [],
-        "never-good": ["stale", "failed"],
+        "never-good": ["failed"],  # its first backup, an hour ago: not stale yet
         "failed-8-days-ago": [],
+        "brand-new": [],  # no completed backup, but none could have finished yet
+        "never-good-for-long": ["stale", "failed"],  # without a good one for longer than allowed
     }
     assert [f.id for f in by_name["failed-last"].failed_since_good] == [failed]
     assert len(by_name["failed-then-good"].recent_failures) == 1  # still counted in 7 days
@@ -164,9 +170,12 @@ def test_servers_are_classified_right_at_the_boundaries(rig: HealthRig) -> None:
     assert by_name["never-good"].newest_completed is None
     # Worst first: most problems, then the oldest good backup, then the healthy ones.
     order = [h.server.name for h in report.servers]
-    assert order[:3] == ["never-good", "just-stale", "failed-last"]
-    assert set(order[3:]) == {"just-fresh", "exactly-36h", "failed-then-good", "failed-8-days-ago"}
-    assert report.unhealthy == 3
+    assert order[0] == "never-good-for-long"
+    assert set(order[1:4]) == {"never-good", "just-stale", "failed-last"}
+    assert set(order[4:]) == {
+        "just-fresh", "exactly-36h", "failed-then-good", "failed-8-days-ago", "brand-new"
+    }  # fmt: skip
+    assert report.unhealthy == 4
 
 
 def test_a_backup_vanishing_while_in_progress_is_one_incident_until_a_good_one(
