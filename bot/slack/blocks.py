@@ -7,7 +7,6 @@ sees their own local time. Builders return plain dicts ready for `chat.postMessa
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 from collections.abc import Sequence
@@ -144,16 +143,6 @@ class PageState:
 
 def backup_list(listing: Listing, *, page: int = 0, public: bool = False) -> dict[str, Any]:
     """One page of a listing, titled by what was asked, with Previous/Next that rebuild it."""
-    message = _backup_list(listing, page, public)
-    return {**message, "blocks": list(message["blocks"])}
-
-
-# Building Block Kit objects and validating them (`to_dict`) costs about 10 ms of CPU for a page,
-# and a page depends on nothing but the listing: people listing the same server at the same
-# moment (an incident; their lists already share one provider call) get one rendering. Keyed by
-# value (a listing is frozen), so a changed backup is a new entry, never a stale page.
-@functools.lru_cache(maxsize=32)
-def _backup_list(listing: Listing, page: int, public: bool) -> dict[str, Any]:
     backups = listing.backups
     title = "Backups"
     if listing.server is not None:
