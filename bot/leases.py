@@ -97,15 +97,14 @@ class Leases:
             if not ids:
                 return []
             # Conditional: on SQLite (no row locks) another worker may have claimed some of
-            # these meanwhile; RETURNING says which are ours.
-            claimed = list(
-                session.scalars(
-                    update(model)
-                    .where(model.id.in_(ids), claimable)
-                    .values(lease_owner=self.owner, lease_token=token, lease_expires_at=now + lease)
-                    .returning(model.id)
-                    .execution_options(synchronize_session=False)
-                )
+            # these meanwhile; RETURNING (or, without it, the token) says which are ours.
+            claimed = _updated(
+                session,
+                model,
+                update(model)
+                .where(model.id.in_(ids), claimable)
+                .values(lease_owner=self.owner, lease_token=token, lease_expires_at=now + lease),
+                model.lease_token == token,
             )
         if not claimed:
             return []
@@ -159,17 +158,15 @@ class Leases:
             now = database_now(session)
             until = now + lease
             for token, ids in _by_token(rows).items():
+                mine = and_(model.id.in_(ids), model.lease_token == token)
                 kept.update(
-                    session.scalars(
+                    _updated(
+                        session,
+                        model,
                         update(model)
-                        .where(
-                            model.id.in_(ids),
-                            model.lease_token == token,
-                            model.lease_expires_at > now,
-                        )
-                        .values(lease_expires_at=until)
-                        .returning(model.id)
-                        .execution_options(synchronize_session=False)
+                        .where(mine, model.lease_expires_at > now)
+                        .values(lease_expires_at=until),
+                        and_(mine, model.lease_expires_at == until),
                     )
                 )
         held = [row for row in rows if row.id in kept]  # type: ignore[attr-defined]
@@ -190,6 +187,18 @@ class Leases:
                     .values(lease_owner=None, lease_token=None, lease_expires_at=None)
                     .execution_options(synchronize_session=False)
                 )
+
+
+def _updated(
+    session: Session, model: Any, statement: Any, written: ColumnElement[bool]
+) -> list[int]:
+    """Run an UPDATE; the ids of the rows it changed: by RETURNING where the database has it,
+    else (SQLite before 3.35) the rows now matching `written`, in the same transaction."""
+    statement = statement.execution_options(synchronize_session=False)
+    if session.get_bind().dialect.update_returning:
+        return list(session.scalars(statement.returning(model.id)))
+    session.execute(statement)
+    return list(session.scalars(select(model.id).where(written)))
 
 
 def _by_token(rows: Iterable[Any]) -> dict[str, list[int]]:

@@ -175,3 +175,19 @@ def test_sessions_are_read_committed_with_bounded_lock_waits(database_url: str) 
             holder.close()
     finally:
         engine.dispose()
+
+
+def test_leases_work_without_returning(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SQLite older than 3.35 has no UPDATE … RETURNING: the token tells the claimed rows."""
+    _job(sessions, datetime(2026, 12, 1, 12, tzinfo=UTC))
+    with sessions() as session:
+        dialect = session.get_bind().dialect
+    monkeypatch.setattr(dialect, "update_returning", False)
+    leases = Leases(sessions, WatchJob, "worker-1")
+    [job] = _claim(leases, seconds=0.3)
+    assert _claim(Leases(sessions, WatchJob, "worker-2")) == []
+    assert leases.renew([job], timedelta(seconds=60)) == [job]
+    time.sleep(0.4)  # past the first lease, within the renewed one
+    assert leases.save(job, attempts=1)
