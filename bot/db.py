@@ -196,6 +196,9 @@ class WatchJob(Base):
     update_parent: Mapped[bool] = mapped_column(default=True, server_default=true())
     reply_channel_id: Mapped[str | None] = mapped_column(String(32))
     reply_ts: Mapped[str | None] = mapped_column(String(32))
+    # The Slack request that started the backup (0011): the reply's log lines and audit row
+    # carry it too, so one id follows a create to its outcome.
+    request_id: Mapped[str | None] = mapped_column(String(32))
 
     def __repr__(self) -> str:
         return f"WatchJob(backup_id={self.backup_id}, state={self.state!r})"

@@ -28,6 +28,7 @@ import random
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -38,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.audit import Actor, AuditLog
 from bot.db import Outcome, WatchJob, WatchState
 from bot.leases import Leases, worker_name
+from bot.logs import current_request_id, request_scope
 from bot.vps.client import BackupsClient
 from bot.vps.errors import UnexpectedResponse, VpsError
 from bot.vps.models import Backup, Phase
@@ -184,6 +186,7 @@ class Watcher:
             misses=0,
             last_error="",
             notify_attempts=0,
+            request_id=current_request_id(),
         )
         with self._sessions.begin() as session:
             session.add(job)
@@ -280,8 +283,11 @@ class Watcher:
                 if job.state == WatchState.WATCHING.value:
                     continue
                 try:
-                    if self._deliver(job):
-                        stats.notified += 1
+                    # As part of the request that started the backup: its id on the reply's log
+                    # lines and audit row.
+                    with request_scope(job.request_id) if job.request_id else nullcontext():
+                        if self._deliver(job):
+                            stats.notified += 1
                 except Exception:
                     log.exception("watch: replying for backup %s failed", job.backup_id)
         finally:

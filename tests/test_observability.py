@@ -255,6 +255,19 @@ def test_one_request_id_on_every_line_and_audit_row_of_a_request(
     assert ids == {row.request_id}
 
 
+def test_a_backups_reply_carries_the_request_id_of_its_create(rig: AppRig, json_lines: Any) -> None:
+    rig.bot.start_workers()
+    assert rig.command("create web-server-01 before deploy").text == ""
+    [create] = rig.audit("create", "ok")
+    assert create.backup_id is not None and create.request_id
+    rig.simulator.finish(create.backup_id)
+    [completed] = rig.audit("backup.completed", timeout=10)
+    assert completed.backup_id == create.backup_id
+    assert completed.request_id == create.request_id  # one id from the command to its outcome
+    lines = _of(json_lines, create.request_id)
+    assert any("backup.completed" in line["message"] for line in lines), lines
+
+
 def test_the_reference_a_person_sees_is_the_request_id(
     rig: AppRig, json_lines: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
