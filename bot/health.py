@@ -288,6 +288,10 @@ class NotPosted(Exception):
         self.final = final
 
 
+# A message found still `posting` after its worker's lease ran out: it may have gone out.
+_WORKER_DIED = NotPosted("its worker stopped while posting", unclear=True)
+
+
 @dataclass(frozen=True)
 class Posted:
     channel_id: str
@@ -645,14 +649,7 @@ class HealthMonitor:
         state = PostState(row.alert_state)
         if state is PostState.POSTING:
             # Found mid-post with its lease run out: its worker died. Never posted again.
-            self._incidents.save(row, alert_state=PostState.UNKNOWN.value, next_attempt_at=now)
-            self._record_alert(
-                row,
-                Outcome.ERROR,
-                "the alert may or may not have been posted "
-                "(its worker stopped while posting); not posted again",
-            )
-            return 0
+            return self._not_posted(row, now, _WORKER_DIED, "alert_state", "alert")
         if state is PostState.DUE:
             return self._post_alert(row, now)
         if row.resolved_at is None:
@@ -701,15 +698,7 @@ class HealthMonitor:
     def _post_recovery(self, row: HealthIncident, now: datetime) -> int:
         reply = PostState(row.reply_state) if row.reply_state else PostState.DUE
         if reply is PostState.POSTING:
-            self._incidents.save(row, reply_state=PostState.UNKNOWN.value, next_attempt_at=None)
-            self._record_alert(
-                row,
-                Outcome.ERROR,
-                "the recovery reply may or may not have been "
-                "posted (its worker stopped while posting); not posted again",
-                recovered=True,
-            )
-            return 0
+            return self._not_posted(row, now, _WORKER_DIED, "reply_state", "recovery reply")
         if reply is not PostState.DUE:
             self._incidents.save(row, next_attempt_at=None)
             return 0
