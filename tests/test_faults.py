@@ -157,6 +157,17 @@ def link(simulator: Simulator) -> Iterator[ProviderLink]:
 
 
 @pytest.fixture
+def approval_rig(
+    slack: SlackDouble, simulator: Simulator, database_url: str
+) -> Iterator[ApprovalRig]:
+    """An approvals rig (dave is an admin) without the safety backup: the card is the point."""
+    slack.add_user("U_DAVE", "dave", real_name="Dave Diaz")
+    factory = rigs_of(ApprovalRig, slack, simulator, database_url)
+    yield next(factory)(RESTORE_SAFETY_BACKUP="false")
+    next(factory, None)
+
+
+@pytest.fixture
 def make_rig(
     slack: SlackDouble, simulator: Simulator, database_url: str, link: ProviderLink
 ) -> Iterator[Callable[..., FaultRig]]:
@@ -494,32 +505,27 @@ APPROVAL_CARD_FAULTS = {
 
 @pytest.mark.parametrize("name", list(APPROVAL_CARD_FAULTS))
 def test_an_approval_card_slack_refuses_requests_nothing_or_is_posted_once(
-    slack: SlackDouble, simulator: Simulator, database_url: str, name: str
+    approval_rig: ApprovalRig, slack: SlackDouble, simulator: Simulator, name: str
 ) -> None:
-    slack.add_user("U_DAVE", "dave", real_name="Dave Diaz")
-    factory = rigs_of(ApprovalRig, slack, simulator, database_url)
-    rig = next(factory)(RESTORE_SAFETY_BACKUP="false")
-    try:
-        backup_id = rig.backup()
-        _inject_slack(slack, "chat.postMessage", SLACK_FAULTS[name])
-        facts = text_of(rig.run(f"restore {backup_id}"))
-        assert APPROVAL_CARD_FAULTS[name] in facts, facts
-        assert "Traceback" not in facts and slack.bot_token not in facts
-        row = rig.approval()
-        cards = [m for m in slack.messages_in("C_OPS") if m.text.startswith("Restore ")]
-        if name == "ratelimited":
-            assert row.state == "pending" and len(cards) == 1
-            rig.approve(rig.card())
-            assert rig.wait_state("done").state == "done"
-            assert len(simulator.restores) == 1
-        else:
-            assert row.state == "failed" and cards == []
-            [request] = [e for e in rig.audit_of(row.id) if e.action == "restore.request"]
-            assert request.outcome == "error"
-            time.sleep(0.2)
-            assert simulator.restores == [] and simulator.api_calls("POST") == []
-    finally:
-        next(factory, None)
+    rig = approval_rig
+    backup_id = rig.backup()
+    _inject_slack(slack, "chat.postMessage", SLACK_FAULTS[name])
+    facts = text_of(rig.run(f"restore {backup_id}"))
+    assert APPROVAL_CARD_FAULTS[name] in facts, facts
+    assert "Traceback" not in facts and slack.bot_token not in facts
+    row = rig.approval()
+    cards = [m for m in slack.messages_in("C_OPS") if m.text.startswith("Restore ")]
+    if name == "ratelimited":
+        assert row.state == "pending" and len(cards) == 1
+        rig.approve(rig.card())
+        assert rig.wait_state("done").state == "done"
+        assert len(simulator.restores) == 1
+    else:
+        assert row.state == "failed" and cards == []
+        [request] = [e for e in rig.audit_of(row.id) if e.action == "restore.request"]
+        assert request.outcome == "error"
+        time.sleep(0.2)
+        assert simulator.restores == [] and simulator.api_calls("POST") == []
 
 
 def test_an_answer_after_its_response_url_expired_still_reaches_the_person(rig: FaultRig) -> None:
@@ -571,26 +577,21 @@ def _approval_submission(rig: ApprovalRig, card: Message) -> str:
 
 @pytest.mark.parametrize("how", ["forged", "stale"])
 def test_a_forged_or_stale_approval_restores_nothing(
-    slack: SlackDouble, simulator: Simulator, database_url: str, how: str
+    approval_rig: ApprovalRig, simulator: Simulator, how: str
 ) -> None:
-    slack.add_user("U_DAVE", "dave", real_name="Dave Diaz")
-    factory = rigs_of(ApprovalRig, slack, simulator, database_url)
-    rig = next(factory)(RESTORE_SAFETY_BACKUP="false")
-    try:
-        card = rig.request(rig.backup())
-        body = _approval_submission(rig, card)
-        if how == "forged":
-            answer = rig.sender.post(body, signature="v0=" + "1" * 64)
-        else:
-            answer = rig.sender.post(body, timestamp=int(time.time()) - 6 * 60)
-        assert answer.status == 401
-        time.sleep(0.5)
-        row = rig.approval()
-        assert row.state == "pending" and row.approvers in ([], None)
-        assert simulator.restores == [] and simulator.api_calls("POST") == []
-        assert [e.action for e in rig.audit_of(row.id)] == ["restore.request"]
-    finally:
-        next(factory, None)
+    rig = approval_rig
+    card = rig.request(rig.backup())
+    body = _approval_submission(rig, card)
+    if how == "forged":
+        answer = rig.sender.post(body, signature="v0=" + "1" * 64)
+    else:
+        answer = rig.sender.post(body, timestamp=int(time.time()) - 6 * 60)
+    assert answer.status == 401
+    time.sleep(0.5)
+    row = rig.approval()
+    assert row.state == "pending" and row.approvers in ([], None)
+    assert simulator.restores == [] and simulator.api_calls("POST") == []
+    assert [e.action for e in rig.audit_of(row.id)] == ["restore.request"]
 
 
 def test_an_oversized_chunked_body_is_refused(rig: FaultRig) -> None:
