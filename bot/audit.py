@@ -390,6 +390,12 @@ class AuditLog:
         )
         return event
 
+    def reachable(self) -> None:
+        """Raise the database's error unless it answers now (before an act that must be
+        recorded: better refused than done and unrecorded)."""
+        with self._sessions() as session:
+            session.execute(text("SELECT 1"))
+
     def recent(
         self,
         limit: int = 20,

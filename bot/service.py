@@ -450,7 +450,7 @@ class BackupService:
         parameters = {"server": server, "description": description}
         self.authorize(actor, Action.CREATE, **parameters)
         ref = self._resolve_audited(actor, Action.CREATE, server, parameters)
-        self.audit.recent(1)  # the database answers (else StorageUnavailable): checked first
+        self.audit.reachable()  # else StorageUnavailable, before the provider is asked
         try:
             backup = self.client.create_backup(ref.id, description)
         except VpsError as exc:
@@ -556,7 +556,7 @@ class BackupService:
     ) -> DeleteResult:
         """`server_id`, when the caller knows it (the card did), goes into the audit rows."""
         self.authorize(actor, Action.DELETE, backup_id=backup_id, server_id=server_id)
-        self.audit.recent(1)  # the database answers (else StorageUnavailable): checked first
+        self.audit.reachable()  # else StorageUnavailable, before the provider is asked
         try:
             outcome: DeleteOutcome | None = self.client.delete_backup(backup_id)
             status, detail = 204, outcome.value  # type: ignore[union-attr]
