@@ -329,9 +329,8 @@ class SlackEdge:
                 patient.done()
 
         try:
-            future = (self.urgent if urgent else self.pool).submit(
-                contextvars.copy_context().run, run
-            )
+            # The pool runs it in a copy of this context: the request id follows.
+            future = (self.urgent if urgent else self.pool).submit(run)
         except WorkQueueFull:
             self._busy(ack, respond, who, what)
             return None

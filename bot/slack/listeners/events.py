@@ -12,7 +12,6 @@ from bot.policy import Action
 from bot.service import ServiceError
 from bot.slack import approval_blocks, blocks, health_blocks
 from bot.slack.edge import SlackEdge, WorkQueueFull, guarded
-from bot.slack.listeners.observe import in_context
 from bot.slack.parser import USAGE
 
 log = logging.getLogger(__name__)
@@ -30,7 +29,7 @@ def _home(edge: SlackEdge) -> Any:
         if isinstance(user_id, str):
             # Group lookups and views.publish (rate-limited: it sleeps) stay off Bolt's threads.
             try:
-                edge.pool.submit(in_context(guarded(publish_home)), edge=edge, user_id=user_id)
+                edge.pool.submit(guarded(publish_home), edge=edge, user_id=user_id)
             except WorkQueueFull:
                 log.warning("busy: the App Home of %s was not published", user_id)
 

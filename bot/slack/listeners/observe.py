@@ -119,13 +119,3 @@ def carry_context_to_listeners(app: App) -> None:
     if not isinstance(runner.listener_executor, _InContext):
         runner.listener_executor = _InContext(runner.listener_executor)
         runner.lazy_listener_runner.executor = runner.listener_executor
-
-
-def in_context(fn: Callable[..., T]) -> Callable[..., T]:
-    """`fn` bound to a copy of the current context: for `pool.submit(in_context(f), …)`."""
-    context = contextvars.copy_context()
-
-    def run(*args: Any, **kwargs: Any) -> T:
-        return context.run(fn, *args, **kwargs)
-
-    return run
