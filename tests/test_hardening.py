@@ -715,9 +715,20 @@ def test_one_odd_row_does_not_stop_the_watcher_replying_for_a_good_backup(rig: R
     assert "completed" in reply.args["text"] and f"*{created.id}*" in text_of(reply.args)
 
 
-def _job(rig: Rig) -> WatchJob | None:
+def _job(rig: Rig, backup_id: int | None = None) -> WatchJob | None:
     with rig.bot.sessions() as session:
-        return session.scalars(select(WatchJob)).first()
+        query = select(WatchJob)
+        if backup_id is not None:
+            query = query.where(WatchJob.backup_id == backup_id)
+        return session.scalars(query).first()
+
+
+def _in_its_thread(rig: Rig, backup_id: int) -> bool:
+    """The watch job knows its thread: the "started" message was recorded by the double a
+    moment before the app wrote its ts, and a reply before that would go top-level."""
+    return wait_until(
+        lambda: (job := _job(rig, backup_id)) is not None and job.thread_ts is not None
+    )
 
 
 # -- 8. audit -------------------------------------------------------------------------------------
@@ -876,6 +887,7 @@ def test_a_backup_seen_running_then_done_says_between_which_durations(rig: Rig) 
     started = rig.started("timed")
     [created] = rig.backups_described("timed")
     assert wait_until(lambda: _job(rig) is not None and _job(rig).seen_running_at is not None)
+    assert _in_its_thread(rig, created.id)
     rig.simulator.finish(created.id)
     text = rig.thread_reply(started.response["ts"]).args["text"]
     assert re.search(r"completed in between \d[^:]* and \d[^:]*:", text), text
@@ -890,6 +902,7 @@ def test_a_backup_never_seen_running_says_within_how_long(rig: Rig) -> None:
     rig.command('create web-server-01 "quick"')
     started = rig.started("quick")
     [created] = rig.backups_described("quick")
+    assert _in_its_thread(rig, created.id)
     rig.simulator.finish(created.id)  # before the watcher's first look
     text = rig.thread_reply(started.response["ts"]).args["text"]
     assert re.search(r"completed within \d+ s:", text), text
@@ -946,7 +959,7 @@ def test_a_failed_backup_says_failed_once(rig: Rig) -> None:
     rig.command('create web-server-01 "doomed"')
     started = rig.started("doomed")
     [created] = rig.backups_described("doomed")
-    assert wait_until(lambda: _job(rig) is not None and _job(rig).thread_ts is not None)
+    assert _in_its_thread(rig, created.id)
     rig.simulator.finish(created.id, "failed")
     reply = rig.thread_reply(started.response["ts"])
     update = rig.slack.wait_for(lambda e: isinstance(e, RecordedCall) and e.method == "chat.update")
@@ -1068,6 +1081,7 @@ def test_every_message_the_app_posted_reads_well(make_rig: Callable[..., Rig]) -
     rig.command('create cache-01 "fine"', channel_id="C_RANDOM")
     started = rig.started("fine")
     [created] = rig.backups_described("fine")
+    assert _in_its_thread(rig, created.id)
     rig.simulator.finish(created.id)
     rig.thread_reply(started.response["ts"])
     time.sleep(0.3)
