@@ -313,17 +313,6 @@ def test_views_open_update_publish_and_trigger_rules(
         client.views_update(view_id="V_NONE", view=changed)
     assert error_of(gone) == "not_found"
 
-    step = {**MODAL, "callback_id": "confirm"}
-    pushed = client.views_push(trigger_id=double.new_trigger_id("U_ALICE"), view=step)["view"]
-    assert pushed["previous_view_id"] == opened["id"] and pushed["root_view_id"] == opened["id"]
-    assert [v["id"] for v in double.open_views("U_ALICE")] == [opened["id"], pushed["id"]]
-    with pytest.raises(SlackApiError) as nothing_open:
-        client.views_push(trigger_id=double.new_trigger_id("U_BOB"), view=step)
-    assert error_of(nothing_open) == "not_found"
-    relabelled = {**step, "private_metadata": "step 2"}
-    kept = client.views_update(view_id=pushed["id"], view=relabelled)["view"]
-    assert kept["private_metadata"] == "step 2" and kept["previous_view_id"] == opened["id"]
-
     home = {"type": "home", "blocks": [{"type": "divider"}]}
     first = client.views_publish(user_id="U_BOB", view=home)["view"]
     again = client.views_publish(user_id="U_BOB", view=home)["view"]
@@ -703,7 +692,7 @@ def test_bolt_rejects_forged_and_stale_signatures(bolt: Harness) -> None:
     assert bolt.handled == ["command:list"]  # only the genuine request reached the listener
 
 
-def test_view_submission_answers_update_push_and_clear(bolt: Harness) -> None:
+def test_view_submission_answers_update_and_clear(bolt: Harness) -> None:
     trigger = bolt.double.new_trigger_id("U_ALICE")
     opened = bolt.client.views_open(trigger_id=trigger, view=WIZARD)["view"]
 
@@ -716,10 +705,7 @@ def test_view_submission_answers_update_push_and_clear(bolt: Harness) -> None:
     submit(opened["id"], "update")
     updated = bolt.double.view(opened["id"])
     assert updated is not None and updated["private_metadata"] == "update"
-    submit(opened["id"], "push")
-    stack = bolt.double.open_views("U_ALICE")
-    assert [v["private_metadata"] for v in stack] == ["update", "push"]
-    assert stack[1]["previous_view_id"] == opened["id"]
-    submit(stack[1]["id"], "clear")
+    assert [v["id"] for v in bolt.double.open_views("U_ALICE")] == [opened["id"]]
+    submit(opened["id"], "clear")
     assert bolt.double.open_views("U_ALICE") == []
-    assert bolt.handled == ["wizard:update", "wizard:push", "wizard:clear"]
+    assert bolt.handled == ["wizard:update", "wizard:clear"]

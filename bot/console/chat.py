@@ -66,7 +66,7 @@ The console's own commands:
   /help            this help           /quit (or Ctrl-D, Ctrl-C)   leave"""
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_VIEW_METHODS = ("views.open", "views.push", "views.update", "views.publish")
+_VIEW_METHODS = ("views.open", "views.update", "views.publish")
 _MY_DM = "dm"  # where `/in dm` puts you: the bot's DM with whoever you are at the moment
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ class OpenForm:
 
     @classmethod
     def of(cls, event: RecordedCall) -> OpenForm | None:
-        if event.method not in ("views.open", "views.push", "views.update"):
+        if event.method not in ("views.open", "views.update"):
             return None
         view = (event.response or {}).get("view")
         if not isinstance(view, dict):
@@ -561,7 +561,7 @@ class Console:
             head = f"┌ {s.bold('App Home')} of @{who} (Backup Bot's Home tab)"
         else:
             title = plain(view.get("title"), self.names)
-            verb = {"views.open": "opened", "views.push": "pushed", "views.update": "updated"}
+            verb = {"views.open": "opened", "views.update": "updated"}
             head = f"┌ {s.bold('Form')} “{title}” {verb[event.method]} (a modal)"
         body = blocks_to_lines(
             view.get("blocks") or [],

@@ -209,9 +209,9 @@ class SlackSender:
         values: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Response:
         """Submit a modal (e.g. `double.view(view_id)`). `values` is `{block_id: {action_id:
-        value}}`: a plain value is shaped for the input's element type (text, select,
-        checkboxes, date…), a dict is sent as is. With a double, the app's answer (close,
-        update, push, clear, errors) is applied to its views."""
+        value}}`: a plain value is shaped for the input's element type (text or select), a dict
+        is sent as is. With a double, the app's answer (close, update, clear, errors) is applied
+        to its views."""
         sent_view = {
             "callback_id": "",
             "private_metadata": "",
@@ -281,12 +281,6 @@ class SlackSender:
 
 _SHAPES = {  # where Slack puts an input's value, by element type ("value" for text inputs)
     **dict.fromkeys(("static_select", "external_select", "radio_buttons"), "selected_option"),
-    **dict.fromkeys(("multi_static_select", "checkboxes"), "selected_options"),
-    "datepicker": "selected_date",
-    "timepicker": "selected_time",
-    "users_select": "selected_user",
-    "conversations_select": "selected_conversation",
-    "channels_select": "selected_channel",
 }
 
 
@@ -302,8 +296,6 @@ def _shape_value(element: Mapping[str, Any], value: Any) -> dict[str, Any]:
 
     if key == "selected_option":
         value = option(value) if value is not None else None
-    elif key == "selected_options":
-        value = [option(v) for v in value or []]
     elif key == "value":
         value = None if value is None else str(value)
     return {"type": kind, key: value}

@@ -358,7 +358,7 @@ class SlackState:
         return f"{self.base_url}/response/{url_id}"
 
     def new_trigger_id(self, user_id: str | None = None) -> str:
-        """Mint a trigger_id that views.open/views.push accept once within `trigger_ttl`."""
+        """Mint a trigger_id that views.open accepts once within `trigger_ttl`."""
         with self.lock:
             n = next(self._ids)
             trigger = f"{int(time.time())}.{n}.{short_id(f'trigger/{n}', 12).lower()}"

@@ -285,28 +285,12 @@ class SlackWebApi(SlackState):
         trigger.used = True
         return trigger.user_id
 
-    def _push(self, view: Mapping[str, Any], user_id: str | None) -> dict[str, Any]:
-        """Put `view` on top of the user's open modal (views.push, or `response_action: push`)."""
-        stack = [r for r in self.view_records.values() if not r.closed and r.user_id == user_id]
-        parents = [r.view for r in stack if r.view["type"] == "modal"]
-        if not parents:
-            raise ApiError("not_found")
-        view_id = self.next_id("V")
-        pushed = self._view_json(view, view_id, parents[-1])
-        pushed["previous_view_id"] = parents[-1]["id"]
-        self.view_records[view_id] = OpenView(pushed, user_id)
-        return {"view": copy.deepcopy(pushed)}
-
     def _views_open(self, args: dict[str, Any]) -> dict[str, Any]:
         user_id = self._use_trigger(args.get("trigger_id"))
         view_id = self.next_id("V")
         opened = self._view_json(_parse_view(args, "modal"), view_id, None)
         self.view_records[view_id] = OpenView(opened, user_id)
         return {"view": copy.deepcopy(opened)}
-
-    def _views_push(self, args: dict[str, Any]) -> dict[str, Any]:
-        user_id = self._use_trigger(args.get("trigger_id"))
-        return self._push(_parse_view(args, "modal"), user_id)
 
     def _views_update(self, args: dict[str, Any]) -> dict[str, Any]:
         record = self.view_records.get(str(args.get("view_id")))
@@ -333,7 +317,7 @@ class SlackWebApi(SlackState):
 
     def view_submitted(self, view_id: str, answer: Mapping[str, Any]) -> None:
         """What Slack does with the app's answer to a view_submission: keep the modal open
-        (errors), update or push a view, close the whole stack (clear) or, by default, this one."""
+        (errors), update the view, close the whole stack (clear) or, by default, this one."""
         kind = answer.get("response_action")
         with self.lock:
             record = self.view_records.get(view_id)
@@ -341,8 +325,6 @@ class SlackWebApi(SlackState):
                 return
             if kind == "update":
                 record.view = self._view_json(_parse_view(answer), view_id, record.view)
-            elif kind == "push":
-                self._push(_parse_view(answer, "modal"), record.user_id)
             else:
                 root = record.view["root_view_id"] if kind == "clear" else None
                 for other in self.view_records.values():
@@ -451,7 +433,6 @@ METHODS: dict[str, Callable[[SlackWebApi, dict[str, Any]], dict[str, Any]]] = {
     "users.info": SlackWebApi._users_info,
     "usergroups.users.list": SlackWebApi._usergroups_users_list,
     "views.open": SlackWebApi._views_open,
-    "views.push": SlackWebApi._views_push,
     "views.update": SlackWebApi._views_update,
     "views.publish": SlackWebApi._views_publish,
     "files.getUploadURLExternal": SlackWebApi._files_get_upload_url_external,
