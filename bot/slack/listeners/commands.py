@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -53,23 +54,11 @@ def _handler(edge: SlackEdge) -> Any:
         except ParseError as exc:
             answer = blocks.notice(f"⚠️ {exc.message}\n```{exc.usage}```")
             observe.count(COMMANDS, _attempted(text), "invalid")
-            problem = exc.message
-            record = lambda actor, _: edge.service.command_answered(actor, text, problem)  # noqa: E731
-            what = "record a command"
-            edge.later(record, respond=respond, who=who, what=what, ack=ack, acknowledgement=answer)
+            _answer_at_once(edge, ack, respond, who, text, answer, problem=exc.message)
             return
         if isinstance(parsed, HelpCommand):
-            answer = blocks.help_message(USAGE)
             observe.count(COMMANDS, "help", "ok")
-            record = lambda actor, _: edge.service.command_answered(actor, text)  # noqa: E731
-            edge.later(
-                record,
-                respond=respond,
-                who=who,
-                what="record help",
-                ack=ack,
-                acknowledgement=answer,
-            )
+            _answer_at_once(edge, ack, respond, who, text, blocks.help_message(USAGE))
             return
         run = lambda actor, reply: run_command(edge, parsed, actor, reply)  # noqa: E731
         what = f"run `{COMMAND_NAME} {text.strip()[:80]}`"
@@ -80,6 +69,22 @@ def _handler(edge: SlackEdge) -> Any:
         )
 
     return handle_backup
+
+
+def _answer_at_once(
+    edge: SlackEdge,
+    ack: Ack,
+    respond: Respond,
+    who: Callable[[], Actor],
+    text: str,
+    answer: dict[str, Any],
+    problem: str | None = None,
+) -> None:
+    """Help and malformed commands: the answer goes in the ack; only the audit row is written
+    later, on the work pool."""
+    record = lambda actor, _: edge.service.command_answered(actor, text, problem)  # noqa: E731
+    what = "record a command" if problem else "record help"
+    edge.later(record, respond=respond, who=who, what=what, ack=ack, acknowledgement=answer)
 
 
 _NAMES: dict[type, str] = {

@@ -4,6 +4,7 @@ and the "Create backup" form it opens."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 from typing import Any
@@ -70,27 +71,25 @@ def _server_menu(edge: SlackEdge) -> Any:
             job = lambda actor, reply: show_list(edge, actor, reply, server_id, None)  # noqa: E731
             edge.later(job, respond=respond, who=who, what=f"list the backups of {server_id}")
             return
-        trigger_id = str(body.get("trigger_id", ""))
-
-        def open_form(actor: Actor, reply: Responder) -> None:
-            # Refused before the form opens (and audited), like any create by a non-operator.
-            edge.service.authorize(actor, Action.CREATE, server_id=server_id, server=server_id)
-            form = health_blocks.create_form(
-                server_id, name or f"server {server_id}", actor.channel_id
-            )
-            try:
-                edge.client.views_open(trigger_id=trigger_id, view=form)
-            except SlackApiError as exc:
-                log.warning("create form not opened: %s", exc.response.get("error"))
-                edge.reply_private(
-                    reply,
-                    actor,
-                    notice("⚠️ The form could not be opened in time: choose Create backup… again."),
-                )
-
-        edge.later(open_form, respond=respond, who=who, what="open the backup form", urgent=True)
+        form = functools.partial(_open_create_form, edge, str(body.get("trigger_id", "")))
+        job = lambda actor, reply: form(actor, reply, server_id, name)  # noqa: E731
+        edge.later(job, respond=respond, who=who, what="open the backup form", urgent=True)
 
     return handle_server_menu
+
+
+def _open_create_form(
+    edge: SlackEdge, trigger_id: str, actor: Actor, reply: Responder, server_id: int, name: str
+) -> None:
+    # Refused before the form opens (and audited), like any create by a non-operator.
+    edge.service.authorize(actor, Action.CREATE, server_id=server_id, server=server_id)
+    form = health_blocks.create_form(server_id, name or f"server {server_id}", actor.channel_id)
+    try:
+        edge.client.views_open(trigger_id=trigger_id, view=form)
+    except SlackApiError as exc:
+        log.warning("create form not opened: %s", exc.response.get("error"))
+        message = "⚠️ The form could not be opened in time: choose Create backup… again."
+        edge.reply_private(reply, actor, notice(message))
 
 
 def _create_submitted(edge: SlackEdge) -> Any:
