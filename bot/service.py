@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from bot.audit import Actor, AuditEntry, AuditLog, Checkpoint
+from bot.audit import Actor, AuditEntry, AuditLog, AuditUnavailable, Checkpoint
 from bot.db import Outcome
 from bot.health import StatusReport
 from bot.policy import REQUIRED_ROLE, Action, Decision, Policy
@@ -91,6 +91,11 @@ class ProviderError(ServiceError):
 class StorageUnavailable(ServiceError):
     """The bot's database did not answer: what needs recording was not done (a create was not
     sent: a backup started then could be neither audited nor followed)."""
+
+
+class AuditBusy(ServiceError):
+    """An audit row could not be written in time (another writer held the chain's lock past its
+    wait): the use-case stopped there. Changes made before it record their own outcome."""
 
 
 # What the database driver raises when it cannot be reached (connection refused, reset, locked).
@@ -321,13 +326,17 @@ class BackupService:
     def someone_waiting(self) -> Iterator[None]:
         """Around a use-case a person waits for in chat: provider calls end within
         `answer_within` seconds in all (a retry or `Retry-After` past it is said at once), and
-        a database that cannot be reached is a `StorageUnavailable`, said plainly."""
+        a database that cannot be reached is a `StorageUnavailable` and an audit row that could
+        not be written in time an `AuditBusy`, each said plainly."""
         with self.client.budget(self.answer_within):
             try:
                 yield
             except _UNREACHABLE as exc:
                 log.error("the database did not answer during a command: %s", exc)
                 raise StorageUnavailable(type(exc).__name__) from None
+            except AuditUnavailable as exc:
+                log.error("an audit row was not written in time during a command: %s", exc)
+                raise AuditBusy(str(exc)) from None
 
     def permissions(self, user_id: str) -> tuple[list[str], list[str]]:
         """(roles held, actions allowed) of a person, sorted, for showing them what they may do."""

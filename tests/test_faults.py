@@ -17,6 +17,7 @@ is named here instead of repeated.
 | read timeout | `test_list_…[read-timeout]`; hardening `test_a_hanging_provider_gets_a_waiting_notice_…` | hardening `test_an_unclear_create_…[read-timeout]`, `test_a_create_the_provider_carried_out_…[timeout-after-creating]` | `test_delete_…[read-timeout]` | `test_restore_…[read-timeout]` | `test_the_watcher_…[read-timeout]` |
 | body not JSON | `test_list_…[not-json]` | hardening `test_an_unclear_create_…[2xx-not-json]` | n/a (a DELETE's body is not read) | `test_restore_…[not-json]` | `test_the_watcher_…[not-json]` |
 | JSON of the wrong shape | `test_list_…[wrong-shape]`; hardening `test_one_odd_row_leaves_list_…` | hardening `test_an_unclear_create_…[2xx-not-a-backup]` | n/a | `test_restore_…[wrong-shape]` | `test_the_watcher_…[wrong-shape]`; hardening `test_one_odd_row_does_not_stop_the_watcher_…` |
+| audit chain's lock held past its wait | `test_an_audit_lock_held_too_long_…` | create and delete record their own outcome whatever the row did (hardening) | | | |
 | 401 mid-run (token revoked) | `test_list_…[401]`; slack_app `test_provider_errors_reach_the_person_…` | `test_create_…[401]` | `test_delete_…[401]` | `test_restore_…[401]` | `test_the_watcher_…[401]` |
 
 | Slack Web API fault | "started" message (create) | thread reply (watcher) | approval card |
@@ -47,10 +48,12 @@ is named here instead of repeated.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -59,8 +62,10 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
 
+from bot.audit import _ADVISORY_LOCK
 from bot.db import AuditEvent, WatchJob
 from bot.sandbox.slack import Message, RecordedCall, SlackDouble
 from bot.sandbox.vps import Simulator
@@ -208,6 +213,41 @@ def test_list_through_a_provider_fault_says_why_then_works_again(rig: FaultRig, 
     assert not rig.audit("list", "ok", timeout=0)
 
     rig.heal()
+    assert "Backups of web-server-01" in rig.said(rig.run("list 12345"))
+    assert rig.row("list", "ok").server_id == 12345
+
+
+@contextlib.contextmanager
+def audit_chain_held(database_url: str) -> Iterator[None]:
+    """Another writer holding the audit chain's lock (PostgreSQL's advisory lock; SQLite's one
+    write lock)."""
+    if database_url.startswith("postgresql"):
+        holder = create_engine(database_url)
+        with holder.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _ADVISORY_LOCK})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock_all()"))
+        holder.dispose()
+        return
+    raw = sqlite3.connect(make_url(database_url).database or "")
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        raw.rollback()
+        raw.close()
+
+
+def test_an_audit_lock_held_too_long_is_said_plainly_then_works_again(
+    rig: FaultRig, database_url: str
+) -> None:
+    rig.bot.service.audit._lock_timeout = 0.5  # the default 5 s, shortened for the test
+    with audit_chain_held(database_url):
+        answer = rig.said(rig.run("list 12345"), "My audit log is busy right now")
+    assert "Backups of" not in answer
+    assert not rig.audit("list", "ok", timeout=0)  # nothing was recorded, nothing was shown
     assert "Backups of web-server-01" in rig.said(rig.run("list 12345"))
     assert rig.row("list", "ok").server_id == 12345
 

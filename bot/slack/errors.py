@@ -13,6 +13,7 @@ from bot.approvals import (
 )
 from bot.policy import Action, Decision
 from bot.service import (
+    AuditBusy,
     BackupNotFinished,
     Denied,
     FileNotDelivered,
@@ -111,6 +112,11 @@ def error_notice(error: ServiceError) -> dict[str, Any]:
         text = (
             "I cannot reach my database right now, so I did not do that (nothing was changed "
             "at the provider). Try again in a minute; if it goes on, tell the bot's operators."
+        )
+    elif isinstance(error, AuditBusy):
+        text = (
+            "My audit log is busy right now: I could not record this request in time, so I "
+            "stopped there. Try again in a moment."
         )
     elif isinstance(error, WrongConfirmation):
         text = "That is not the server's name: nothing was approved."
