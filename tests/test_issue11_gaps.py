@@ -41,6 +41,11 @@ def _card_text(rig: ApprovalRig, channel: str = "C_OPS") -> str:
     return text_of({"blocks": rig.card(channel).blocks})
 
 
+def _epoch(moment: datetime) -> int:
+    """Seconds since the epoch of a database time (SQLite gives naive UTC, PostgreSQL aware)."""
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
+
+
 def _may_line(home: dict[str, Any]) -> str:
     """The "You may:" line of an App Home (the usage text below it names every command)."""
     [line] = [t for t in re.findall(r"\*You may:\*[^\n\"]*", text_of(home))]
@@ -113,7 +118,7 @@ def test_the_card_states_every_fact_an_approver_decides_on(rig: ApprovalRig) -> 
     assert f"<!date^{int(taken.timestamp())}^" in facts  # created, as a Slack date
     assert re.search(r"— 3 days 4 hours — will be lost", facts), facts
     row = rig.approval()
-    assert f"Expires <!date^{int(row.expires_at.replace(tzinfo=UTC).timestamp())}^" in facts
+    assert f"Expires <!date^{_epoch(row.expires_at)}^" in facts
     buttons = {e["action_id"] for b in card.blocks if b["type"] == "actions" for e in b["elements"]}
     assert buttons == {approval_blocks.APPROVE, approval_blocks.REJECT, approval_blocks.CANCEL}
 
@@ -339,3 +344,17 @@ def test_a_rejection_from_app_home_works_like_the_cards(rig: ApprovalRig) -> Non
     assert "<@U_CAROL> rejected" in rig.thread(card, "rejected")
     updates = [c for c in rig.slack.calls_to("chat.update") if c.args.get("ts") == card.ts]
     assert updates and isinstance(updates[-1], RecordedCall)
+
+
+# -- 8. APPROVAL_TTL_MINUTES is the card's lifetime -----------------------------------------------
+
+
+def test_approval_ttl_minutes_sets_when_the_card_expires(
+    make_rig: Callable[..., ApprovalRig],
+) -> None:
+    rig = make_rig(APPROVAL_TTL_MINUTES="7")
+    rig.request(rig.backup())
+    row = rig.approval()
+    assert row.expires_at - row.created_at == timedelta(minutes=7)
+    expires = _epoch(row.expires_at)
+    assert f"Expires <!date^{expires}^" in _card_text(rig)
