@@ -205,6 +205,7 @@ def build_app(
         announcer=slack.announcer,
         traces_of=approvals.traces_of,
         health=health,
+        deletes_need_approval=settings.delete_requires_approval,
     )
     runner = ApprovalRunner(sessions, vps, audit, slack.board, watcher, approvals)
     approvals.poke = runner.poke
@@ -246,6 +247,7 @@ def approval_settings(settings: Settings) -> ApprovalSettings:
         required=settings.restore_approvals_required,
         safety_backup=settings.restore_safety_backup,
         approvals_channel=settings.approvals_channel,
+        delete_requires_approval=settings.delete_requires_approval,
         lease_seconds=settings.worker_lease_seconds,
     )
 

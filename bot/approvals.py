@@ -1,5 +1,6 @@
 """Restore with approvals: a request, four eyes, a typed confirmation, a safety backup first, and
-exactly one restore call — however many clicks, submissions, instances or restarts.
+exactly one restore call — however many clicks, submissions, instances or restarts. With
+DELETE_REQUIRES_APPROVAL a delete goes the same way (`kind` "delete"), without a safety backup.
 
 The life of an `Approval` (each arrow a compare-and-set on `state` and `version`):
 
@@ -7,14 +8,17 @@ The life of an `Approval` (each arrow a compare-and-set on `state` and `version`
     pending ──▶ rejected | cancelled | expired (APPROVAL_TTL_MINUTES)
     approved ──▶ safety_backup ──▶ ready          (without a safety backup: approved ──▶ ready)
     ready ──▶ restoring ──▶ done | failed
-    approved | safety_backup | ready ──▶ failed   (saying why; nothing was restored)
+    ready ──▶ deleting ──▶ done | failed          (a delete: never a safety backup)
+    approved | safety_backup | ready ──▶ failed   (saying why; nothing was restored or deleted)
 
 Decisions (`RestoreApprovals`) are use-cases a person calls. Execution (`ApprovalRunner`) is a
 durable job claimed under a lease: each step ends in a state written to the database, so a
 restart continues where the last one stopped. The restore call itself is guarded twice: the
 step `ready → restoring` is written *before* the request is sent, and a job found in `restoring`
 after a restart is never sent again (its outcome is unknown, and the card says so): a restore
-overwrites a disk, so "at most once, and said plainly" beats "maybe twice".
+overwrites a disk, so "at most once, and said plainly" beats "maybe twice". A delete is guarded
+the same way (`deleting`); since the provider deletes at once, a restart finds out by listing
+whether the backup is gone, and never sends the DELETE again.
 
 Nothing here knows Slack: cards and thread replies go through the `ApprovalBoard` port.
 """
@@ -34,13 +38,27 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.audit import Actor, AuditLog
-from bot.db import OPEN_APPROVAL_STATES, Approval, ApprovalState, Outcome, WatchState
+from bot.db import (
+    OPEN_APPROVAL_STATES,
+    Approval,
+    ApprovalKind,
+    ApprovalState,
+    Outcome,
+    WatchState,
+)
 from bot.leases import Leases, database_clock, worker_name
 from bot.policy import Action, Decision, Policy, Role
-from bot.service import BackupWatch, Denied, NoSuchBackup, ProviderError, ServiceError
+from bot.service import (
+    BackupNotFinished,
+    BackupWatch,
+    Denied,
+    NoSuchBackup,
+    ProviderError,
+    ServiceError,
+)
 from bot.vps.client import BackupsClient
 from bot.vps.errors import NotFound, OutcomeUnknown, VpsError
-from bot.vps.models import Backup, Phase, ServerRef
+from bot.vps.models import Backup, DeleteOutcome, Phase, ServerRef
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +73,7 @@ class ApprovalSettings:
     required: int = 1  # RESTORE_APPROVALS_REQUIRED
     safety_backup: bool = True  # RESTORE_SAFETY_BACKUP
     approvals_channel: str | None = None  # APPROVALS_CHANNEL
+    delete_requires_approval: bool = False  # DELETE_REQUIRES_APPROVAL
     safety_timeout: timedelta = timedelta(hours=6)  # a safety backup running longer fails it
     lease_seconds: float = 120.0
     tick: float = 1.0  # how often the runner looks for work
@@ -76,6 +95,7 @@ class ApprovalFacts:
     """One approval as a card shows it (a detached copy of the row)."""
 
     id: int
+    kind: ApprovalKind
     state: ApprovalState
     version: int  # compare-and-set token: every write bumps it
     server: ServerRef
@@ -84,6 +104,7 @@ class ApprovalFacts:
     backup_created_at: datetime
     backup_size_mb: float | None
     backup_description: str
+    backup_status: str
     requester_id: str
     requester_name: str
     channel_id: str | None
@@ -98,7 +119,7 @@ class ApprovalFacts:
     decided_at: datetime | None
     safety_backup: bool
     safety_backup_id: int | None
-    restore_requested: bool  # the restore request was (perhaps) sent: a failure may not be clean
+    restore_requested: bool  # the restore (delete) was (perhaps) sent: a failure may not be clean
     provider_status: int | None
     detail: str
     finished_at: datetime | None
@@ -107,6 +128,7 @@ class ApprovalFacts:
     def of(cls, row: Approval) -> ApprovalFacts:
         return cls(
             id=row.id,
+            kind=ApprovalKind(row.kind),
             state=ApprovalState(row.state),
             version=row.version,
             server=ServerRef(row.server_id, row.server_name),
@@ -115,6 +137,7 @@ class ApprovalFacts:
             backup_created_at=row.backup_created_at,
             backup_size_mb=row.backup_size_mb,
             backup_description=row.backup_description,
+            backup_status=row.backup_status,
             requester_id=row.requester_id,
             requester_name=row.requester_name,
             channel_id=row.channel_id,
@@ -138,6 +161,10 @@ class ApprovalFacts:
     @property
     def pending(self) -> bool:
         return self.state is ApprovalState.PENDING
+
+    @property
+    def is_delete(self) -> bool:
+        return self.kind is ApprovalKind.DELETE
 
     def loss_window(self, now: datetime) -> timedelta:
         """How much of the server's life a restore throws away: since the backup was taken."""
@@ -169,6 +196,7 @@ class Step(enum.Enum):
     SAFETY_STARTED = "safety started"
     SAFETY_DONE = "safety done"
     RESTORE_ACCEPTED = "restore accepted"
+    DELETED = "deleted"  # a delete's outcome: gone (`detail` says whether it was already)
     FAILED = "failed"
 
 
@@ -187,6 +215,14 @@ class BackupNotRestorable(ServiceError):
     def __init__(self, backup: Backup) -> None:
         super().__init__(f"backup {backup.id} is {backup.status}")
         self.backup = backup
+
+
+class DecisionDenied(Denied):
+    """Someone without the role clicked on an approval's card: `approval` says what it is for."""
+
+    def __init__(self, decision: Decision, approval: ApprovalFacts) -> None:
+        super().__init__(decision)
+        self.approval = approval
 
 
 class NotDecidable(ServiceError):
@@ -240,7 +276,8 @@ class ApprovalBoard(Protocol):
 
 
 class RestoreApprovals:
-    """Request, approve, reject and cancel restores on behalf of people. Thread-safe."""
+    """Request, approve, reject and cancel restores (and deletes, with DELETE_REQUIRES_APPROVAL)
+    on behalf of people. Thread-safe."""
 
     def __init__(
         self,
@@ -266,29 +303,50 @@ class RestoreApprovals:
 
     # -- asking ------------------------------------------------------------------------------
 
+    @property
+    def deletes_need_approval(self) -> bool:
+        """DELETE_REQUIRES_APPROVAL: a delete is asked for with `request_delete`, never done."""
+        return self.settings.delete_requires_approval
+
     def request(self, actor: Actor, backup_id: int, reason: str = "") -> ApprovalFacts:
-        """Check the backup, record a pending approval, post its card; returns it."""
-        decision = self._policy.check(
-            actor.user_id, Action.RESTORE, actor.channel_id, direct=actor.direct
-        )
+        """Check the backup, record a pending restore approval, post its card; returns it."""
+        return self._request(actor, ApprovalKind.RESTORE, backup_id, reason)
+
+    def request_delete(self, actor: Actor, backup_id: int, reason: str = "") -> ApprovalFacts:
+        """The same for deleting a backup: nothing is deleted until approvers approve."""
+        return self._request(actor, ApprovalKind.DELETE, backup_id, reason)
+
+    def _request(
+        self, actor: Actor, kind: ApprovalKind, backup_id: int, reason: str
+    ) -> ApprovalFacts:
+        action = Action.DELETE if kind is ApprovalKind.DELETE else Action.RESTORE
+        asked = f"{kind.value}.request"
+        decision = self._policy.check(actor.user_id, action, actor.channel_id, direct=actor.direct)
         if not decision.allowed:
             self._deny(actor, decision, backup_id=backup_id, parameters={"reason": reason})
         try:
             backup = self._client.find_backup(backup_id)
         except NotFound:
-            self._record(actor, "restore.request", Outcome.ERROR, None, backup_id, "no such backup")
+            self._record(actor, asked, Outcome.ERROR, None, backup_id, "no such backup")
             raise NoSuchBackup(backup_id) from None
         except VpsError as exc:
-            self._record(actor, "restore.request", Outcome.ERROR, None, backup_id, exc.message)
-            raise ProviderError(exc, Action.RESTORE, backup_id=backup_id) from None
-        if backup.phase is not Phase.COMPLETED:
+            self._record(actor, asked, Outcome.ERROR, None, backup_id, exc.message)
+            raise ProviderError(exc, action, backup_id=backup_id) from None
+        # A restore needs a completed backup; a delete, one that is not still being made.
+        refused: ServiceError | None = None
+        if kind is ApprovalKind.RESTORE and backup.phase is not Phase.COMPLETED:
+            refused = BackupNotRestorable(backup)
+        elif kind is ApprovalKind.DELETE and backup.phase is Phase.RUNNING:
+            refused = BackupNotFinished(backup)
+        if refused is not None:
+            server_id = backup.server.id
             self._record(
-                actor, "restore.request", Outcome.ERROR, None, backup_id, f"backup {backup.status}"
+                actor, asked, Outcome.ERROR, server_id, backup_id, f"backup {backup.status}"
             )
-            raise BackupNotRestorable(backup)
+            raise refused
         now = self._clock()
         row = Approval(
-            kind="restore",
+            kind=kind.value,
             state=ApprovalState.PENDING.value,
             version=0,
             server_id=backup.server.id,
@@ -298,6 +356,7 @@ class RestoreApprovals:
             backup_created_at=backup.created_at,
             backup_size_mb=backup.size_mb,
             backup_description=backup.description,
+            backup_status=backup.status[:32],
             requester_id=actor.user_id,
             requester_name=actor.name[:255],
             team_id=actor.team_id,
@@ -307,7 +366,7 @@ class RestoreApprovals:
             approvers=[],
             created_at=now,
             expires_at=now + self.settings.ttl,
-            safety_backup=self.settings.safety_backup,
+            safety_backup=self.settings.safety_backup and kind is ApprovalKind.RESTORE,
             detail="",
         )
         with self._sessions.begin() as session:
@@ -324,13 +383,13 @@ class RestoreApprovals:
             # Nobody can decide without a card: the request ends here, said to the requester.
             self._close(approval_id, ApprovalState.PENDING, ApprovalState.FAILED, exc.problem)
             self._record(
-                actor, "restore.request", Outcome.ERROR, backup.server.id, backup_id,
+                actor, asked, Outcome.ERROR, backup.server.id, backup_id,
                 f"approval card not posted: {exc.problem}", approval_id,
             )  # fmt: skip
             raise
         self._update(approval_id, card_channel_id=channel, card_ts=ts)
         self._record(
-            actor, "restore.request", Outcome.OK, backup.server.id, backup_id,
+            actor, asked, Outcome.OK, backup.server.id, backup_id,
             f"approval card posted; expires {row.expires_at:%Y-%m-%d %H:%M} UTC"
             + (f"; reason: {reason[:500]}" if reason else ""),
             approval_id,
@@ -392,7 +451,8 @@ class RestoreApprovals:
         count = f"{len(approvers)} of {approval.required_approvals}"
         self._record(
             actor, Action.APPROVE.value, Outcome.OK, approval.server.id, approval.backup_id,
-            f"approved ({count})" + ("; restore is due" if done else ""), approval_id,
+            f"approved ({count})" + (f"; {approval.kind.value} is due" if done else ""),
+            approval_id,
         )  # fmt: skip
         facts = self.get(approval_id)
         self._show(facts, Step.APPROVED)
@@ -407,11 +467,12 @@ class RestoreApprovals:
     def cancel(self, actor: Actor, approval_id: int) -> ApprovalFacts:
         """The requester takes the request back (while it is pending)."""
         approval = self.get(approval_id)
+        action = f"{approval.kind.value}.cancel"
         if actor.user_id != approval.requester_id:
-            self._refuse(actor, "restore.cancel", approval, NotDecidable.NOT_REQUESTER)
+            self._refuse(actor, action, approval, NotDecidable.NOT_REQUESTER)
         if not approval.pending:
-            self._refuse(actor, "restore.cancel", approval, NotDecidable.CLOSED)
-        return self._decide(actor, approval, ApprovalState.CANCELLED, "restore.cancel")
+            self._refuse(actor, action, approval, NotDecidable.CLOSED)
+        return self._decide(actor, approval, ApprovalState.CANCELLED, action)
 
     def _decide(
         self, actor: Actor, approval: ApprovalFacts, state: ApprovalState, action: str
@@ -493,8 +554,8 @@ class RestoreApprovals:
                 continue  # decided (or expired by another instance) in the meantime
             expired += 1
             self._record(
-                _requester(approval), "restore.expire", Outcome.OK, approval.server.id,
-                approval.backup_id, "nobody decided in time", approval.id,
+                _requester(approval), f"{approval.kind.value}.expire", Outcome.OK,
+                approval.server.id, approval.backup_id, "nobody decided in time", approval.id,
             )  # fmt: skip
             self._show(self.get(approval.id), Step.EXPIRED)
         return expired
@@ -543,7 +604,7 @@ class RestoreApprovals:
             detail=decision.reason,
             approval_id=approval.id if approval else None,
         )
-        raise Denied(decision)
+        raise Denied(decision) if approval is None else DecisionDenied(decision, approval)
 
     def _refuse(self, actor: Actor, action: str, approval: ApprovalFacts, why: str) -> None:
         server_id, backup_id = approval.server.id, approval.backup_id
@@ -610,8 +671,8 @@ class SafetyWatch(BackupWatch, Protocol):
 
 
 class ApprovalRunner:
-    """Carries approved restores through their steps, on a background thread (`start`/`stop`) or
-    one round at a time (`run_once`); expires pending approvals on the way."""
+    """Carries approved restores (and deletes) through their steps, on a background thread
+    (`start`/`stop`) or one round at a time (`run_once`); expires pending approvals on the way."""
 
     def __init__(
         self,
@@ -704,6 +765,7 @@ class ApprovalRunner:
             ApprovalState.SAFETY_BACKUP: self._safety_backup,
             ApprovalState.READY: self._ready,
             ApprovalState.RESTORING: self._restoring_after_restart,
+            ApprovalState.DELETING: self._deleting_after_restart,
         }
         while (step := steps.get(ApprovalState(row.state))) is not None:
             # Each step may wait on the provider: it starts with a fresh lease, and every write
@@ -818,7 +880,9 @@ class ApprovalRunner:
         self._watcher.attach_thread(job_id, row.card_channel_id, row.card_ts, update_parent=False)
 
     def _ready(self, row: Approval) -> bool:
-        """Re-check the backup, then send the restore request, once."""
+        """Re-check the backup, then send the restore (or delete) request, once."""
+        if row.kind == ApprovalKind.DELETE.value:
+            return self._ready_to_delete(row)
         try:
             listing = self._client.list_backups(server_id=row.server_id)
         except VpsError as exc:
@@ -858,6 +922,88 @@ class ApprovalRunner:
             self._tell(row, Step.RESTORE_ACCEPTED)
         return False
 
+    def _ready_to_delete(self, row: Approval) -> bool:
+        """Re-check that the backup is there, finished and the stored server's; then one DELETE.
+        A 404 from it means someone (or its expiry) was quicker: gone, as was approved."""
+        backup = self._recheck(row)
+        if backup is None:
+            return False
+        problem = None
+        if backup.server.id != row.server_id:
+            problem = f"backup {row.backup_id} now belongs to server {backup.server.id}"
+        elif backup.phase is Phase.RUNNING:
+            problem = f"backup {row.backup_id} is {backup.status}: it can be deleted once finished"
+        if problem is not None:
+            return self._fail(row, f"{problem}: nothing was deleted")
+        if not self._renew(row):
+            return False
+        if not self._to(row, ApprovalState.DELETING, restore_requested_at=self._clock()):
+            return False
+        try:
+            outcome = self._client.delete_backup(row.backup_id)
+        except NotFound as exc:
+            gone = "it was already gone when the delete was sent (the provider answered 404)"
+            return self._deleted(row, gone, exc.status_code)
+        except VpsError as exc:
+            unclear = " (it may be deleted: check the list)" * isinstance(exc, OutcomeUnknown)
+            detail = f"the provider answered: {exc.message}{unclear}"
+            return self._fail(row, detail, status=exc.status_code)
+        if outcome is DeleteOutcome.ALREADY_DELETED:
+            retried = "the provider deleted it (a retried request found it gone)"
+            return self._deleted(row, retried, 404)
+        return self._deleted(row, "the provider deleted it", 204)
+
+    def _recheck(self, row: Approval) -> Backup | None:
+        """The backup as the provider lists it now; None when the step ended (waits, or failed
+        because it is gone)."""
+        try:
+            listing = self._client.list_backups(server_id=row.server_id)
+        except VpsError as exc:
+            if self._too_late(row):
+                self._fail(row, f"the backup could not be checked in time ({exc.message})")
+            else:
+                self._wait(row, f"re-check failed, will try again: {exc.message}")
+            return None
+        backup = next((b for b in listing.backups if b.id == row.backup_id), None)
+        if backup is None:
+            self._fail(
+                row,
+                f"backup {row.backup_id} no longer exists (deleted or expired meanwhile): "
+                "no delete was sent",
+            )
+        return backup
+
+    def _deleted(self, row: Approval, detail: str, status: int | None) -> bool:
+        # Recorded whatever happens to the row next: the backup is gone.
+        self._step_row(row, Action.DELETE.value, Outcome.OK, detail, status=status)
+        if self._to(
+            row, ApprovalState.DONE, provider_status=status, detail=detail[:2000],
+            finished_at=self._clock(),
+        ):  # fmt: skip
+            self._tell(row, Step.DELETED)
+        return False
+
+    def _deleting_after_restart(self, row: Approval) -> bool:
+        """The DELETE may or may not have gone out before a restart: never send it again. The
+        provider deletes at once, so a list says which it was."""
+        try:
+            listing = self._client.list_backups(server_id=row.server_id)
+        except VpsError as exc:
+            if self._too_late(row):
+                return self._fail(
+                    row,
+                    "the delete request may have been sent just before the bot restarted, and "
+                    f"the backup could not be checked ({exc.message}): check the list",
+                )
+            return self._wait(row, f"checking whether the delete went through: {exc.message}")
+        if any(b.id == row.backup_id for b in listing.backups):
+            return self._fail(
+                row,
+                "the bot restarted as the delete request was being sent and the backup is still "
+                "there: nothing was deleted; ask again if it should go",
+            )
+        return self._deleted(row, "it was gone when checked after the bot restarted", None)
+
     def _restoring_after_restart(self, row: Approval) -> bool:
         return self._fail(
             row,
@@ -896,9 +1042,10 @@ class ApprovalRunner:
         row: Approval,
         detail: str,
         *,
-        action: str = Action.RESTORE.value,
+        action: str | None = None,  # the audit row's; by default what was approved
         status: int | None = None,
     ) -> bool:
+        action = action or row.kind
         if self._to(
             row, ApprovalState.FAILED, detail=detail[:2000], provider_status=status,
             finished_at=self._clock(),

@@ -86,6 +86,7 @@ class Settings:
     restore_safety_backup: bool = True
     approvals_channel: str | None = None
     restore_approvals_required: int = 1
+    delete_requires_approval: bool = False  # deletes go through the approval flow too
     watch_poll_seconds: float = 10.0
     watch_deadline_hours: float = 24.0
     worker_lease_seconds: float = 300.0
@@ -225,6 +226,9 @@ def load_settings(
             _number(
                 get("RESTORE_APPROVALS_REQUIRED"), "RESTORE_APPROVALS_REQUIRED", 1, integer=True
             )
+        ),
+        delete_requires_approval=_boolean(
+            get("DELETE_REQUIRES_APPROVAL"), "DELETE_REQUIRES_APPROVAL", False
         ),
         watch_poll_seconds=_number(get("WATCH_POLL_SECONDS"), "WATCH_POLL_SECONDS", 10.0),
         watch_deadline_hours=_number(get("WATCH_DEADLINE_HOURS"), "WATCH_DEADLINE_HOURS", 24.0),

@@ -213,13 +213,21 @@ class SeenRequest(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class ApprovalKind(enum.StrEnum):
+    """What an approval is for."""
+
+    RESTORE = "restore"  # restore a server from a backup
+    DELETE = "delete"  # delete a backup (with DELETE_REQUIRES_APPROVAL)
+
+
 class ApprovalState(enum.StrEnum):
     PENDING = "pending"  # waiting for approvers
     APPROVED = "approved"  # enough approvers; execution is due
     SAFETY_BACKUP = "safety_backup"  # taking (or waiting for) the safety backup
-    READY = "ready"  # safety backup done (or not wanted): the restore is next
+    READY = "ready"  # safety backup done (or not wanted): the restore (or delete) is next
     RESTORING = "restoring"  # the restore request is being sent: never sent again
-    DONE = "done"  # the provider accepted the restore
+    DELETING = "deleting"  # the delete request is being sent: never sent again
+    DONE = "done"  # the provider accepted the restore (or deleted the backup)
     FAILED = "failed"  # stopped on the way; `detail` says where and why
     REJECTED = "rejected"
     CANCELLED = "cancelled"
@@ -231,11 +239,13 @@ OPEN_APPROVAL_STATES = (
     ApprovalState.SAFETY_BACKUP,
     ApprovalState.READY,
     ApprovalState.RESTORING,
+    ApprovalState.DELETING,
 )
 
 
 class Approval(Base):
-    """A request to restore a server from a backup, its decisions, and its execution as a job.
+    """A request to restore a server from a backup (or, `kind` "delete", to delete a backup), its
+    decisions, and its execution as a job.
 
     Every change of `state` is a compare-and-set on (`state`, `version`): however many clicks,
     submissions or instances race, each transition happens once. Execution steps are claimed
@@ -245,15 +255,16 @@ class Approval(Base):
     __tablename__ = "approvals"
     __table_args__ = (
         CheckConstraint(
-            "state IN ('pending', 'approved', 'safety_backup', 'ready', 'restoring', 'done', "
-            "'failed', 'rejected', 'cancelled', 'expired')",
+            "state IN ('pending', 'approved', 'safety_backup', 'ready', 'restoring', 'deleting', "
+            "'done', 'failed', 'rejected', 'cancelled', 'expired')",
             name="ck_approvals_state",
         ),
+        CheckConstraint("kind IN ('restore', 'delete')", name="ck_approvals_kind"),
         Index("ix_approvals_due", "state", "next_attempt_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16), default="restore")
+    kind: Mapped[str] = mapped_column(String(16), default=ApprovalKind.RESTORE.value)
     state: Mapped[str] = mapped_column(String(16), default=ApprovalState.PENDING.value)
     version: Mapped[int] = mapped_column(Integer, default=0)
     server_id: Mapped[int] = mapped_column(BigInteger)
@@ -263,6 +274,8 @@ class Approval(Base):
     backup_created_at: Mapped[datetime]
     backup_size_mb: Mapped[float | None] = mapped_column(Float)
     backup_description: Mapped[str] = mapped_column(Text, default="")
+    # As it was when asked (a restore's is "completed"; a delete's may be "failed").
+    backup_status: Mapped[str] = mapped_column(String(32), default="completed")
     requester_id: Mapped[str] = mapped_column(String(32))
     requester_name: Mapped[str] = mapped_column(String(255), default="")
     team_id: Mapped[str | None] = mapped_column(String(32))
@@ -280,6 +293,7 @@ class Approval(Base):
     safety_backup_id: Mapped[int | None] = mapped_column(BigInteger)
     safety_started_at: Mapped[datetime | None]
     safety_requested_at: Mapped[datetime | None]  # its create was (perhaps) sent: never again
+    # The restore (or delete) request was (perhaps) sent: never again.
     restore_requested_at: Mapped[datetime | None]
     provider_status: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str] = mapped_column(Text, default="")

@@ -71,7 +71,7 @@ SHARED_READS = Counter(
 # Durable jobs ---------------------------------------------------------------------------------
 
 WATCH_JOBS = Gauge("backupbot_watch_jobs", "Backup watch jobs by state.", ["state"])
-APPROVALS = Gauge("backupbot_approvals", "Restore approvals by state.", ["state"])
+APPROVALS = Gauge("backupbot_approvals", "Approvals (restores, deletes) by state.", ["state"])
 STATES_READABLE = Gauge(
     "backupbot_job_states_readable",
     "1 if the last scrape could count watch jobs and approvals in the database, else 0 (the two"

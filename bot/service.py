@@ -110,6 +110,14 @@ class BackupNotFinished(ServiceError):
         self.backup = backup
 
 
+class ApprovalRequired(ServiceError):
+    """DELETE_REQUIRES_APPROVAL: a delete is asked for on an approval card, never done directly."""
+
+    def __init__(self, backup_id: int) -> None:
+        super().__init__(f"deleting backup {backup_id} needs an approval")
+        self.backup_id = backup_id
+
+
 def count_words(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
@@ -268,6 +276,7 @@ class BackupService:
         traces_of: Callable[[set[int]], Mapping[int, Any]] = lambda _: {},
         clock: Callable[[], float] = time.monotonic,
         health: HealthStatus | None = None,
+        deletes_need_approval: bool = False,
     ) -> None:
         self.client = client
         self.audit = audit
@@ -280,6 +289,8 @@ class BackupService:
         self._clock = clock
         self._servers = _ServerCache()
         self.health = health
+        # DELETE_REQUIRES_APPROVAL: `delete_backup` refuses; the approval runner deletes instead.
+        self.deletes_need_approval = deletes_need_approval
 
     # -- authorization ----------------------------------------------------------------------
 
@@ -565,6 +576,12 @@ class BackupService:
     ) -> DeleteResult:
         """`server_id`, when the caller knows it (the card did), goes into the audit rows."""
         self.authorize(actor, Action.DELETE, backup_id=backup_id, server_id=server_id)
+        if self.deletes_need_approval:
+            self.audit.record(
+                actor, Action.DELETE.value, Outcome.ERROR, server_id=server_id,
+                backup_id=backup_id, detail="not deleted: deletes need an approval",
+            )  # fmt: skip
+            raise ApprovalRequired(backup_id)
         self.audit.reachable()  # else StorageUnavailable, before the provider is asked
         try:
             outcome: DeleteOutcome | None = self.client.delete_backup(backup_id)

@@ -80,6 +80,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="append the bot's log to FILE (default: a temporary file, removed on exit)",
     )
+    add(
+        "--delete-approval",
+        action="store_true",
+        help="deletes need an approver's approval, as restores do (DELETE_REQUIRES_APPROVAL=true)",
+    )
     add("--trace", action="store_true", help="also show every Web API call the bot makes")
     add("--no-color", action="store_true", help="no ANSI colours (also: NO_COLOR=1)")
 
@@ -100,5 +105,6 @@ def from_args(args: argparse.Namespace) -> ConsoleOptions:
             first_poll=args.poll,
             max_poll=max(args.poll, 0.1),
             log_file=args.log,
+            extra_env={"DELETE_REQUIRES_APPROVAL": "true"} if args.delete_approval else {},
         ),
     )

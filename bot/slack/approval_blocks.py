@@ -1,5 +1,6 @@
-"""How restore approvals look: the card, the typed-confirmation modal, the thread's steps, and
-the words for every refusal. Built with `slack_sdk.models` (which checks Slack's limits)."""
+"""How restore (and delete) approvals look: the card, the typed-confirmation modal, the thread's
+steps, and the words for every refusal. Built with `slack_sdk.models` (which checks Slack's
+limits). A delete's card says what is lost for good (the backup), not a data-loss window."""
 
 from __future__ import annotations
 
@@ -53,12 +54,21 @@ STATE_WORDS = {
     ApprovalState.CANCELLED: "cancelled by the requester",
     ApprovalState.EXPIRED: "expired, nobody decided in time",
 }
+# Where a delete's words differ from a restore's.
+DELETE_STATE_WORDS = {
+    **STATE_WORDS,
+    ApprovalState.READY: "approved, deleting",
+    ApprovalState.DELETING: "approved, delete requested",
+    ApprovalState.DONE: "deleted",
+    ApprovalState.FAILED: "stopped, nothing was deleted",
+}
 _STATE_ICON = {
     ApprovalState.PENDING: "⏳",
     ApprovalState.APPROVED: "✅",
     ApprovalState.SAFETY_BACKUP: "⏳",
     ApprovalState.READY: "⏳",
     ApprovalState.RESTORING: "⏳",
+    ApprovalState.DELETING: "⏳",
     ApprovalState.DONE: "✅",
     ApprovalState.FAILED: "❌",
     ApprovalState.REJECTED: "⛔",
@@ -68,9 +78,26 @@ _STATE_ICON = {
 
 
 def state_words(approval: ApprovalFacts) -> str:
+    if approval.is_delete:
+        if approval.state is ApprovalState.FAILED and approval.restore_requested:
+            return "stopped after the delete was asked for: see why below"
+        return DELETE_STATE_WORDS[approval.state]
     if approval.state is ApprovalState.FAILED and approval.restore_requested:
         return "stopped after the restore was asked for: it may have started, check the server"
     return STATE_WORDS[approval.state]
+
+
+def noun(approval: ApprovalFacts) -> str:
+    """What is being approved, in a word: "restore" or "delete"."""
+    return "delete" if approval.is_delete else "restore"
+
+
+def _what(approval: ApprovalFacts) -> str:
+    """ "the restore of *web-server-01*" / "the delete of backup *111* of *web-server-01*"."""
+    server = f"*{escape(approval.server.name)}*"
+    if approval.is_delete:
+        return f"the delete of backup *{approval.backup_id}* of {server}"
+    return f"the restore of {server}"
 
 
 def _state_line(approval: ApprovalFacts) -> str:
@@ -90,6 +117,8 @@ def long_duration(seconds: float) -> str:
 
 def approval_card(approval: ApprovalFacts, now: datetime) -> dict[str, Any]:
     """The card approvers decide on; rewritten at every step until the story ends."""
+    if approval.is_delete:
+        return _delete_card(approval, now)
     server = f"*{escape(approval.server.name)}* (`{approval.server.id}`)"
     window = long_duration(approval.loss_window(now).total_seconds())
     facts = (
@@ -113,24 +142,63 @@ def approval_card(approval: ApprovalFacts, now: datetime) -> dict[str, Any]:
     blocks += [
         SectionBlock(text=MarkdownTextObject(text=loss)),
         SectionBlock(text=MarkdownTextObject(text=_status(approval))),
+        *_buttons(approval, now),
     ]
-    if approval.pending and now < approval.expires_at:
-        value = str(approval.id)
-        blocks.append(
-            ActionsBlock(
-                block_id=f"approval_{approval.id}",
-                elements=[
-                    ButtonElement(text="Approve…", action_id=APPROVE, value=value, style="danger"),
-                    ButtonElement(text="Reject", action_id=REJECT, value=value),
-                    ButtonElement(text="Cancel (requester)", action_id=CANCEL, value=value),
-                ],
-            )
-        )
     fallback = (
         f"Restore {escape(approval.server.name)} from backup {approval.backup_id}? "
         f"{_state_line(approval)}"
     )
     return as_message(fallback, blocks)
+
+
+def _delete_card(approval: ApprovalFacts, now: datetime) -> dict[str, Any]:
+    """A delete's card: the backup and what becomes of it (nothing of the server is lost)."""
+    server = f"*{escape(approval.server.name)}* (`{approval.server.id}`)"
+    facts = (
+        f"Delete backup *{approval.backup_id}* of {server} · {escape(approval.backup_type)} · "
+        f"{escape(approval.backup_status.replace('_', ' '))} · created "
+        f"{slack_date(approval.backup_created_at)} · {human_size(approval.backup_size_mb)}\n"
+        f"Requested by <@{approval.requester_id}>"
+    )
+    gone = (
+        f"🗑️ Backup *{approval.backup_id}* will be permanently deleted: it cannot be undone, "
+        f"and {escape(approval.server.name)} can no longer be restored from it."
+    )
+    title = f"Delete backup {approval.backup_id} of {approval.server.name}?"
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text=title[:150])),
+        SectionBlock(text=MarkdownTextObject(text=facts)),
+    ]
+    if approval.backup_description:
+        description = f"Backup: {clip(approval.backup_description, 200)}"
+        blocks.append(ContextBlock(elements=[PlainTextObject(text=description)]))
+    if approval.reason:
+        reason = f"Reason: {clip(approval.reason, 500)}"
+        blocks.append(ContextBlock(elements=[PlainTextObject(text=reason)]))
+    blocks += [
+        SectionBlock(text=MarkdownTextObject(text=gone)),
+        SectionBlock(text=MarkdownTextObject(text=_status(approval))),
+        *_buttons(approval, now),
+    ]
+    fallback = f"{escape(title)} {_state_line(approval)}"
+    return as_message(fallback, blocks)
+
+
+def _buttons(approval: ApprovalFacts, now: datetime) -> list[Block]:
+    """Approve…, Reject and Cancel while the card is open; none once it is not."""
+    if not (approval.pending and now < approval.expires_at):
+        return []
+    value = str(approval.id)
+    return [
+        ActionsBlock(
+            block_id=f"approval_{approval.id}",
+            elements=[
+                ButtonElement(text="Approve…", action_id=APPROVE, value=value, style="danger"),
+                ButtonElement(text="Reject", action_id=REJECT, value=value),
+                ButtonElement(text="Cancel (requester)", action_id=CANCEL, value=value),
+            ],
+        )
+    ]
 
 
 def _status(approval: ApprovalFacts) -> str:
@@ -153,6 +221,8 @@ def _status(approval: ApprovalFacts) -> str:
         lines.append(f"Safety: {safety}")
     if approval.detail and approval.state in (ApprovalState.DONE, ApprovalState.FAILED):
         label = "The provider says" if approval.state is ApprovalState.DONE else "Why"
+        if approval.is_delete and approval.state is ApprovalState.DONE:
+            label = "Outcome"
         lines.append(f"{label}: {escape(clip(approval.detail, 500))}")
     return "\n".join(lines)
 
@@ -163,10 +233,18 @@ def pending_on_home(approvals: list[ApprovalFacts]) -> list[dict[str, Any]]:
         return []
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text="Waiting for your approval"))]
     for approval in approvals[:10]:
+        if approval.is_delete:
+            what = (
+                f"*Delete backup {approval.backup_id}* of {escape(approval.server.name)} "
+                f"(`{approval.server.id}`), made {slack_date(approval.backup_created_at)}"
+            )
+        else:
+            what = (
+                f"*Restore {escape(approval.server.name)}* (`{approval.server.id}`) from backup "
+                f"*{approval.backup_id}* of {slack_date(approval.backup_created_at)}"
+            )
         text = (
-            f"*Restore {escape(approval.server.name)}* (`{approval.server.id}`) from backup "
-            f"*{approval.backup_id}* of {slack_date(approval.backup_created_at)}, asked by "
-            f"<@{approval.requester_id}> · approval #{approval.id} · expires "
+            f"{what}, asked by <@{approval.requester_id}> · approval #{approval.id} · expires "
             f"{slack_date(approval.expires_at, '{time}')}"
         )
         value = str(approval.id)
@@ -185,16 +263,23 @@ def pending_on_home(approvals: list[ApprovalFacts]) -> list[dict[str, Any]]:
 
 def confirm_modal(approval: ApprovalFacts) -> dict[str, Any]:
     """Typed confirmation: the approver types the server's name (GitHub's "type the repo")."""
-    text = (
-        f"This overwrites the disk of *{escape(approval.server.name)}* with backup "
-        f"*{approval.backup_id}* ({slack_date(approval.backup_created_at)}). What was written "
-        "since is lost.\nType the server's name to approve."
-    )
+    if approval.is_delete:
+        text = (
+            f"This permanently deletes backup *{approval.backup_id}* of "
+            f"*{escape(approval.server.name)}* ({slack_date(approval.backup_created_at)}). It "
+            "cannot be undone.\nType the server's name to approve."
+        )
+    else:
+        text = (
+            f"This overwrites the disk of *{escape(approval.server.name)}* with backup "
+            f"*{approval.backup_id}* ({slack_date(approval.backup_created_at)}). What was "
+            "written since is lost.\nType the server's name to approve."
+        )
     view = View(
         type="modal",
         callback_id=CONFIRM_MODAL,
         private_metadata=str(approval.id),
-        title=PlainTextObject(text="Approve restore"),
+        title=PlainTextObject(text=f"Approve {noun(approval)}"),
         submit=PlainTextObject(text="Approve"),
         close=PlainTextObject(text="Cancel"),
         blocks=[
@@ -238,19 +323,30 @@ def not_checked() -> dict[str, Any]:
 
 def request_posted(approval: ApprovalFacts) -> dict[str, Any]:
     where = f"<#{approval.card_channel_id}>" if approval.card_channel_id else "the approvals card"
+    server = f"*{escape(approval.server.name)}*"
+    if approval.is_delete:
+        return notice(
+            f"🔐 Asked for approval to delete backup *{approval.backup_id}* of {server} "
+            f"(approval #{approval.id}): deletes need an approval here. The card is in {where}; "
+            "nothing is deleted until an approver other than you approves."
+        )
     return notice(
-        f"🔐 Asked for approval to restore *{escape(approval.server.name)}* from backup "
-        f"*{approval.backup_id}* (approval #{approval.id}): the card is in {where}. Nothing "
-        "happens until an approver other than you approves."
+        f"🔐 Asked for approval to restore {server} from backup *{approval.backup_id}* "
+        f"(approval #{approval.id}): the card is in {where}. Nothing happens until an approver "
+        "other than you approves."
     )
 
 
 def request_note(approval: ApprovalFacts, link: str | None) -> dict[str, Any]:
     """The short note left where the restore was asked when the card went elsewhere."""
     where = f"<{link}|the approvals channel>" if link else f"<#{approval.card_channel_id}>"
+    server, backup = f"*{escape(approval.server.name)}*", f"*{approval.backup_id}*"
+    if approval.is_delete:
+        asked = f"delete backup {backup} of {server}"
+    else:
+        asked = f"restore {server} from backup {backup}"
     return notice(
-        f"🔐 <@{approval.requester_id}> asked to restore *{escape(approval.server.name)}* from "
-        f"backup *{approval.backup_id}*: waiting for approval in {where}."
+        f"🔐 <@{approval.requester_id}> asked to {asked}: waiting for approval in {where}."
     )
 
 
@@ -258,6 +354,7 @@ def step_message(approval: ApprovalFacts, step: Step) -> dict[str, Any]:
     """A reply in the card's thread; the outcome mentions the requester."""
     requester = f"<@{approval.requester_id}>"
     server = f"*{escape(approval.server.name)}*"
+    what = _what(approval)
     if step is Step.APPROVED:
         last = approval.approvers[-1] if approval.approvers else None
         who = f"<@{last.user_id}>" if last else "Someone"
@@ -275,12 +372,17 @@ def step_message(approval: ApprovalFacts, step: Step) -> dict[str, Any]:
             f"✅ {requester}, the provider accepted the restore of {server} from backup "
             f"*{approval.backup_id}*."
         )
+    elif step is Step.DELETED:
+        text = (
+            f"🗑️ {requester}, backup *{approval.backup_id}* of {server} is gone for good: "
+            f"{escape(approval.detail)}."
+        )
     elif step is Step.FAILED:
-        text = f"❌ {requester}, the restore of {server} stopped: {escape(approval.detail)}."
+        text = f"❌ {requester}, {what} stopped: {escape(approval.detail)}."
     elif step is Step.REJECTED:
-        text = f"⛔ {requester}, <@{approval.decided_by}> rejected the restore of {server}."
+        text = f"⛔ {requester}, <@{approval.decided_by}> rejected {what}."
     elif step is Step.CANCELLED:
-        text = f"↩️ {requester} cancelled the restore of {server}."
+        text = f"↩️ {requester} cancelled {what}."
     else:
-        text = f"⌛ {requester}, nobody approved the restore of {server} in time: it expired."
+        text = f"⌛ {requester}, nobody approved {what} in time: it expired."
     return notice(text)

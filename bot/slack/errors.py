@@ -7,12 +7,14 @@ from typing import Any
 from bot.approvals import (
     BackupNotRestorable,
     CardNotPosted,
+    DecisionDenied,
     NoSuchApproval,
     NotDecidable,
     WrongConfirmation,
 )
 from bot.policy import Action, Decision
 from bot.service import (
+    ApprovalRequired,
     AuditBusy,
     BackupNotFinished,
     Denied,
@@ -23,21 +25,21 @@ from bot.service import (
     StorageUnavailable,
     UnknownServer,
 )
-from bot.slack.approval_blocks import state_words
+from bot.slack.approval_blocks import noun, state_words
 from bot.slack.blocks import NOT_POSTABLE, escape, notice
 from bot.slack.parser import COMMAND_NAME
 from bot.vps.errors import OutcomeUnknown
 
 
-def denial(decision: Decision) -> str:
+def denial(decision: Decision, doing: str | None = None) -> str:
     if decision.channel_closed:
         return (
             f"`{COMMAND_NAME}` is not enabled in this channel; ask an admin to add it to "
             "BACKUP_CHANNELS, or use one of the backup channels."
         )
     return (
-        f"{_DOING[decision.action]} needs the *{decision.required_role}* role, which you do not "
-        "have. Ask an admin to add you (or one of your user groups) to "
+        f"{doing or _DOING[decision.action]} needs the *{decision.required_role}* role, which "
+        "you do not have. Ask an admin to add you (or one of your user groups) to "
         f"`{decision.role_variable}`."
     )
 
@@ -70,6 +72,9 @@ def _unknown_server(error: UnknownServer) -> str:
 
 def error_notice(error: ServiceError) -> dict[str, Any]:
     """What a person sees when a use-case could not be done."""
+    if isinstance(error, DecisionDenied) and error.approval.is_delete:
+        deciding = "Approving" if error.decision.action is Action.APPROVE else "Rejecting"
+        return notice(f"⛔ {denial(error.decision, f'{deciding} a delete')}")
     if isinstance(error, Denied):
         return notice(f"⛔ {denial(error.decision)}")
     if isinstance(error, NotDecidable):
@@ -117,6 +122,11 @@ def error_notice(error: ServiceError) -> dict[str, Any]:
         text = (
             "My audit log is busy right now: I could not record this request in time, so I "
             "stopped there. Try again in a moment."
+        )
+    elif isinstance(error, ApprovalRequired):
+        text = (
+            f"Backup {error.backup_id} was not deleted: deletes need an approval here. "
+            f"`{COMMAND_NAME} delete {error.backup_id}` asks for one."
         )
     elif isinstance(error, WrongConfirmation):
         text = "That is not the server's name: nothing was approved."
@@ -166,15 +176,16 @@ def unexpected_failure(what: str, reference: str) -> dict[str, Any]:
 
 def _not_decidable(error: NotDecidable) -> str:
     approval = error.approval
+    what = noun(approval)
     if error.why == NotDecidable.REQUESTER:
         return (
-            "You asked for this restore, so you cannot decide on it: another approver must "
+            f"You asked for this {what}, so you cannot decide on it: another approver must "
             "(four eyes)."
         )
     if error.why == NotDecidable.NOT_REQUESTER:
-        return f"Only <@{approval.requester_id}>, who asked for this restore, can cancel it."
+        return f"Only <@{approval.requester_id}>, who asked for this {what}, can cancel it."
     if error.why == NotDecidable.ALREADY_APPROVED:
-        return "You have approved this restore already; it needs another approver."
+        return f"You have approved this {what} already; it needs another approver."
     if error.why == NotDecidable.EXPIRED:
-        return "This approval has expired; ask for the restore again."
+        return f"This approval has expired; ask for the {what} again."
     return f"This approval is no longer open: {state_words(approval)}."

@@ -14,7 +14,13 @@ from bot.metrics import ACTIONS
 from bot.slack import blocks
 from bot.slack.edge import Responder, SlackEdge, Waiting, guarded
 from bot.slack.listeners import observe
-from bot.slack.listeners.replies import offer_delete, request_restore, show_audit, show_list
+from bot.slack.listeners.replies import (
+    confirm_delete,
+    offer_delete,
+    request_restore,
+    show_audit,
+    show_list,
+)
 from bot.slack.parser import positive_id
 
 log = logging.getLogger(__name__)
@@ -133,9 +139,7 @@ def _delete_confirm(edge: SlackEdge) -> Any:
             return
 
         def job(actor: Actor, reply: Responder) -> None:
-            result = edge.service.delete_backup(actor, *ids)
-            message = blocks.deleted(result, actor.user_id)
-            edge.reply_private(reply, actor, message, replace_original=True)
+            confirm_delete(edge, actor, reply, *ids)
 
         what = f"delete backup {ids[0]}"
         _later(edge, body, respond, what, job, Waiting.IN_PLACE, name="delete_confirm")

@@ -49,8 +49,37 @@ def create(
 
 
 def offer_delete(edge: SlackEdge, actor: Actor, respond: Responder, backup_id: int) -> None:
+    """The confirm card; with DELETE_REQUIRES_APPROVAL, an approval card instead."""
+    if edge.approvals.deletes_need_approval:
+        request_delete(edge, actor, respond, backup_id)
+        return
     backup = edge.service.offer_delete(actor, backup_id)
     edge.reply_private(respond, actor, blocks.delete_card(backup))
+
+
+def confirm_delete(
+    edge: SlackEdge, actor: Actor, respond: Responder, backup_id: int, server_id: int | None
+) -> None:
+    """The confirm card's Delete: deleted now; with DELETE_REQUIRES_APPROVAL (turned on since
+    the card was shown), asked for on an approval card instead."""
+    if edge.approvals.deletes_need_approval:
+        request_delete(edge, actor, respond, backup_id, replace_original=True)
+        return
+    result = edge.service.delete_backup(actor, backup_id, server_id)
+    edge.reply_private(respond, actor, blocks.deleted(result, actor.user_id), replace_original=True)
+
+
+def request_delete(
+    edge: SlackEdge,
+    actor: Actor,
+    respond: Responder,
+    backup_id: int,
+    *,
+    replace_original: bool = False,
+) -> None:
+    approval = edge.approvals.request_delete(actor, backup_id)
+    message = approval_blocks.request_posted(approval)
+    edge.reply_private(respond, actor, message, replace_original=replace_original)
 
 
 def audit_query(parsed: AuditCommand) -> AuditQuery:
