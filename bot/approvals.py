@@ -793,6 +793,7 @@ class ApprovalRunner:
                 row,
                 "the safety backup did not finish in time: nothing was restored",
                 action="restore.safety_backup",
+                backup_id=row.safety_backup_id,
             )
         if row.safety_backup_id is None:
             return self._start_safety_backup(row)
@@ -805,7 +806,10 @@ class ApprovalRunner:
             self._follow(row, backup)
             return self._wait(row)
         if state is WatchState.COMPLETED:
-            self._step_row(row, "restore.safety_backup", Outcome.OK, "safety backup completed")
+            self._step_row(
+                row, "restore.safety_backup", Outcome.OK, "safety backup completed",
+                backup_id=row.safety_backup_id,
+            )  # fmt: skip
             moved = self._to(row, ApprovalState.READY)
             if moved:
                 self._tell(row, Step.SAFETY_DONE)
@@ -821,6 +825,7 @@ class ApprovalRunner:
                 f"the safety backup {row.safety_backup_id} {words.get(state, state.value)}: "
                 "nothing was restored",
                 action="restore.safety_backup",
+                backup_id=row.safety_backup_id,
             )
         return self._wait(row)
 
@@ -1044,13 +1049,14 @@ class ApprovalRunner:
         *,
         action: str | None = None,  # the audit row's; by default what was approved
         status: int | None = None,
+        backup_id: int | None = None,  # the audit row's; by default the approved backup
     ) -> bool:
         action = action or row.kind
         if self._to(
             row, ApprovalState.FAILED, detail=detail[:2000], provider_status=status,
             finished_at=self._clock(),
         ):  # fmt: skip
-            self._step_row(row, action, Outcome.ERROR, detail, status=status)
+            self._step_row(row, action, Outcome.ERROR, detail, status=status, backup_id=backup_id)
             self._tell(row, Step.FAILED)
         return False
 

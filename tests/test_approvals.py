@@ -176,6 +176,10 @@ def test_restore_with_a_safety_backup_first(rig: ApprovalRig) -> None:
         ("restore.safety_backup", "ok", "U_ALICE"),
     ]
     assert story[-1] == ("restore", "ok", "U_ALICE")
+    steps = [(e.action, e.backup_id) for e in rig.audit_of(row.id)]
+    # The safety backup's rows name the safety backup; the others, the backup restored.
+    assert steps.count(("restore.safety_backup", safety)) == 2
+    assert steps[-1] == ("restore", backup_id)
 
 
 def test_restore_without_a_safety_backup(make_rig: Callable[..., ApprovalRig]) -> None:

@@ -248,6 +248,12 @@ def test_a_safety_backup_that_fails_or_vanishes_restores_nothing(
     assert words in _card_text(rig)
     steps = [(e.action, e.outcome) for e in rig.audit_of(row.id) if e.action.startswith("restore")]
     assert ("restore.safety_backup", "error") in steps and ("restore", "ok") not in steps
+    failed = [
+        e.backup_id
+        for e in rig.audit_of(row.id)
+        if (e.action, e.outcome) == ("restore.safety_backup", "error")
+    ]
+    assert failed == [safety]  # the row names the safety backup, not the one to restore
 
 
 # -- 8. expiry: on a click, and by the sweeper, separately ----------------------------------------
