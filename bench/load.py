@@ -5,7 +5,10 @@ One table, each ratio measured side by side in one run (issue 13's Performance s
 1. Burst: 100 signed slash commands at once, then 20 a second (`--burst-seconds`, 60 with
    `--full`), the provider taking `--latency` (2 s) a call. Every ack under 3 s, and our ack p99
    against a bare Bolt app whose listener only acks, on the same waitress server (`HttpServer`)
-   with the same commands from the same sender. Goal: within 1.2x.
+   with the same commands from the same sender, in `--burst-rounds` rounds (3) whose order
+   alternates (bare first, then ours first, ...): a p99 of a few hundred acks on a shared 2-core
+   machine moves by 2x from one burst to the next, so the goal is judged on the median of the
+   rounds' ratios, each round printed. Goal: within 1.2x.
 2. Answers: 100 simultaneous identical `/backup list SERVER`, then 100 over 20 servers: the time
    from sending to the last answer arriving at the Slack double (its response_url post), against
    the provider's latency (the floor), and the provider calls the simulator counted. Goal: 1.5x.
@@ -24,6 +27,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -72,12 +76,6 @@ def _serve_ours(environ: dict[str, str], conn: Connection) -> None:
     from bot.app import build_app
     from bot.config import load_settings
 
-    if environ.get("BENCH_NO_LEDGER"):
-        # Diagnosis only: the replay ledger (a database insert and commit in every ack) let
-        # through unasked, to show how much of the ack time it is.
-        from bot.replays import RequestLedger
-
-        RequestLedger.first_time = lambda self, key: True  # type: ignore[method-assign]
     bot = build_app(load_settings(environ=environ, env_file=None))
     server = bot.http_server(host="127.0.0.1", port=0).start()
     edge = bot.slack.edge
@@ -302,9 +300,7 @@ def memory(traffic: Traffic, bot: Child, slack: SlackDouble, warmup: int, comman
 
 @dataclass
 class Results:
-    ours: Burst
-    bare: Burst
-    no_ledger: Burst
+    rounds: list[tuple[Burst, Burst]]  # (ours, bare), measured one after the other
     same: Answers
     spread: Answers
     rss_warm: float
@@ -343,6 +339,7 @@ def run(
     memory_commands: int,
     warmup: int = 300,
     postgres: str | None = None,
+    burst_rounds: int = 3,
 ) -> Results:
     simulator = Simulator(TOKEN, complete_after=1.0, seed_data=False, max_recorded_requests=None)
     for n in range(SERVERS):
@@ -377,19 +374,14 @@ def run(
 
             count = 100 + round(20 * burst_seconds)
             texts = [f"list {FIRST_SERVER + n % SERVERS}" for n in range(count)]
-            bare_burst = burst(bare_traffic, texts, 100, 20)
-            ours_burst = burst(ours_traffic, texts, 100, 20)
-            wait_idle(bot)
-            unledgered = Child(_serve_ours, {**env, "BENCH_NO_LEDGER": "1"})
-            diagnosis = Traffic(unledgered.url, slack)
-            try:
-                diagnosis.at_once(mixed(40))
-                wait_idle(unledgered)
-                no_ledger = burst(diagnosis, texts, 100, 20)
-                wait_idle(unledgered)
-            finally:
-                diagnosis.close()
-                unledgered.stop()
+            rounds = []
+            for n in range(burst_rounds):  # which goes first alternates: no order effect
+                first, second = (
+                    (ours_traffic, bare_traffic) if n % 2 else (bare_traffic, ours_traffic)
+                )
+                measured = {id(t): burst(t, texts, 100, 20) for t in (first, second)}
+                wait_idle(bot)
+                rounds.append((measured[id(ours_traffic)], measured[id(bare_traffic)]))
 
             simulator.faults.latency = 0.0
             warm, after = memory(ours_traffic, bot, slack, warmup, memory_commands)
@@ -400,7 +392,7 @@ def run(
             bare.stop()
             slack.stop()
             simulator.stop()
-    return Results(ours_burst, bare_burst, no_ledger, same, spread, warm, after)
+    return Results(rounds, same, spread, warm, after)
 
 
 def _goal(ok: bool) -> str:
@@ -415,21 +407,24 @@ def report(
         f"\nload on {on}: provider {latency:.1f} s a call, {SERVERS} servers (ratios side by side)"
     )
     print(f"{'measure':>42} {'ours':>9} {'reference':>10} {'ratio':>6}  goal")
-    ack_ratio = r.ours.p99 / r.bare.p99
-    name = f"ack p99, 100 at once + 20/s x {burst_seconds:g} s"
-    all_fast = r.ours.late == 0 and r.ours.busy == 0
+    ratios = [ours.p99 / bare.p99 for ours, bare in r.rounds]
+    for n, (ours, bare) in enumerate(r.rounds, 1):
+        name = f"ack p99, 100 at once + 20/s x {burst_seconds:g} s, #{n}"
+        print(f"{name:>42} {ours.p99:>8.3f}s {bare.p99:>9.3f}s {ratios[n - 1]:>5.2f}x")
+    middle = statistics.median(ratios)
+    all_fast = all(ours.late == 0 and ours.busy == 0 for ours, _ in r.rounds)
     print(
-        f"{name:>42} {r.ours.p99:>8.3f}s {r.bare.p99:>9.3f}s {ack_ratio:>5.2f}x  "
-        f"{_goal(ack_ratio <= 1.2 and all_fast)} (1.2x of a bare Bolt app)"
+        f"{'ack p99, median of the rounds':>42} {'':>9} {'':>10} {middle:>5.2f}x  "
+        f"{_goal(middle <= 1.2 and all_fast)} (1.2x of a bare Bolt app)"
     )
+    worst = max(ours.worst for ours, _ in r.rounds)
+    bare_worst = max(bare.worst for _, bare in r.rounds)
+    late = sum(ours.late for ours, _ in r.rounds)
+    busy = sum(ours.busy for ours, _ in r.rounds)
+    sent = sum(ours.sent for ours, _ in r.rounds)
     print(
-        f"{'worst ack / late (>3 s) / busy':>42} {r.ours.worst:>8.3f}s {r.bare.worst:>9.3f}s "
-        f"{'':>6}  {r.ours.late} late, {r.ours.busy} busy of {r.ours.sent}"
-    )
-    ratio = r.no_ledger.p99 / r.bare.p99
-    print(
-        f"{'ack p99, replay ledger off (diagnosis)':>42} {r.no_ledger.p99:>8.3f}s "
-        f"{r.bare.p99:>9.3f}s {ratio:>5.2f}x  (ours without its one database insert per ack)"
+        f"{'worst ack / late (>3 s) / busy':>42} {worst:>8.3f}s {bare_worst:>9.3f}s "
+        f"{'':>6}  {late} late, {busy} busy of {sent}"
     )
     for label, a in (("100 identical lists", r.same), ("100 lists over 20 servers", r.spread)):
         ratio = a.last / latency
@@ -451,6 +446,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=2.0, help="provider latency, s")
     parser.add_argument("--burst-seconds", type=float, default=None, help="default 10 (60)")
     parser.add_argument("--memory-commands", type=int, default=None, help="default 1000 (10000)")
+    parser.add_argument("--burst-rounds", type=int, default=3, help="bursts of each app, median")
     parser.add_argument(
         "--load-postgres",
         default="",
@@ -459,9 +455,14 @@ def main(argv: list[str] | None = None) -> None:
     args, _ = parser.parse_known_args(argv)
     seconds = args.burst_seconds if args.burst_seconds is not None else (60 if args.full else 10)
     commands = args.memory_commands or (10_000 if args.full else 1_000)
-    report(run(args.latency, seconds, commands), args.latency, seconds, commands)
+    rounds = max(1, args.burst_rounds)
+    report(
+        run(args.latency, seconds, commands, burst_rounds=rounds), args.latency, seconds, commands
+    )
     if args.load_postgres:
-        results = run(args.latency, seconds, commands, postgres=args.load_postgres)
+        results = run(
+            args.latency, seconds, commands, postgres=args.load_postgres, burst_rounds=rounds
+        )
         report(results, args.latency, seconds, commands, on="postgresql")
 
 

@@ -21,9 +21,9 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from bot.db import AuditEvent, WatchJob
+from bot.db import AuditEvent, SeenRequest, WatchJob
 from bot.sandbox.slack import RecordedCall, RecordedResponse, Response, SlackDouble, SlackSender
 from bot.sandbox.vps import FAILED_BACKUP_ERROR, Simulator
 from bot.slack import blocks
@@ -547,6 +547,29 @@ def test_a_replayed_create_acts_once_across_two_instances(make_rig: Callable[...
     ]
     assert len(started) == 1
     assert len(first.rows("create")) == 1
+
+
+def test_a_replayed_list_is_answered_again_without_a_ledger_write(rig: Rig) -> None:
+    """Read-only work changes nothing, so a replay of it is answered like the original; only
+    work that may change something is checked against the ledger (one database write)."""
+    fields = {
+        "token": "verification_token",
+        "team_id": "T111",
+        "channel_id": "C_OPS",
+        "user_id": "U_ALICE",
+        "user_name": "alice",
+        "command": "/backup",
+        "text": "list 12345",
+        "api_app_id": "A111",
+        "response_url": rig.slack.response_url(channel_id="C_OPS", user_id="U_ALICE"),
+    }
+    body, stamp = urlencode(fields), int(time.time())
+    assert [rig.sender.post(body, timestamp=stamp).status for _ in range(2)] == [200, 200]
+    assert wait_until(lambda: len(rig.rows("list")) == 2)
+    answers = [r for r in rig.slack.responses if "Backups of" in text_of(r.body)]
+    assert len(answers) == 2
+    with rig.bot.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(SeenRequest)) == 0
 
 
 def test_an_event_retried_by_slack_is_not_acted_on_twice(make_rig: Callable[..., Rig]) -> None:

@@ -48,6 +48,7 @@ from bot.approvals import RestoreApprovals
 from bot.audit import Actor
 from bot.logs import current_request_id
 from bot.metrics import BUSY_ANSWERS, WORK_IN_FLIGHT, WORK_QUEUE_DEPTH
+from bot.replays import acted_on_before
 from bot.service import BackupService, ServiceError
 from bot.slack import blocks
 from bot.slack.directory import SlackDirectory
@@ -299,6 +300,7 @@ class SlackEdge:
         urgent: bool = False,
         ack: Ack | None = None,
         acknowledgement: dict[str, Any] | None = None,
+        read_only: bool = False,
     ) -> Future[None] | None:
         """Run `job(who(), respond)` off Bolt's pool, within the provider time budget; any failure
         becomes a message to the person. `waiting`: how to say "waiting for the provider…" if the
@@ -308,9 +310,17 @@ class SlackEdge:
         `acknowledgement` once the work is accepted, or with the busy answer when the pool is
         full. A listener that acked already is answered busy through `respond`. Refused work is
         not done at all; None is returned.
+
+        Work that may change something is first checked against the replay ledger (a request
+        acted on before does nothing: `bot.replays`). `read_only` work (a list, a page, help)
+        changes nothing, so a replay of it is answered again like the original, and costs no
+        database write.
         """
 
         def run() -> None:
+            if not read_only and acted_on_before():
+                log.warning("a request already acted on came again (replay or retry): not acting")
+                return
             actor: Actor | None = None
             patient = PatientRespond(respond, waiting, WAITING_NOTICE_AFTER)
             try:

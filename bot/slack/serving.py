@@ -30,7 +30,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 
 from bot.logs import request_scope
 from bot.metrics import ACK_SECONDS
-from bot.replays import fingerprint
+from bot.replays import checked_once, fingerprint
 from bot.wsgi_server import WsgiApp, WsgiServer
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,10 @@ def wsgi_app(
 
     The gate, in order: a body over `MAX_BODY` is 413 (waitress refuses it before reading, see
     `HttpServer`); a bad or stale signature is 401; a body Slack would never send is 400 (Bolt
-    would parse it first and answer 500 with a traceback in the log); a request already acted on
-    (`first_time` says no: the same signature again, or an event Slack retries) is 200 with no
-    action.
+    would parse it first and answer 500 with a traceback in the log). A request already acted on
+    (the same signature again, or an event Slack retries) is acked, and the work it leads to asks
+    `first_time` before acting and does nothing (`bot.replays.checked_once`): no database write
+    before an ack.
     """
     slack = SlackRequestHandler(app, path=EVENTS_PATH)
     verifier = SignatureVerifier(signing_secret) if signing_secret else None
@@ -87,15 +88,11 @@ def wsgi_app(
         if isinstance(shape, str):
             log.warning("refusing a signed request Slack would not send: %s", shape)
             return _json(start_response, "400 Bad Request", {"ok": False, "error": shape})
-        key = _request_key(shape, headers)
-        if first_time is not None and key is not None and not first_time(key):
-            log.warning("a request already acted on came again (replay or retry): not acting")
-            start_response("200 OK", [("Content-Length", "0")])
-            return [b""]
         kind = request_kind(shape)
         log.debug("slack request: %s%s", kind, _retry_note(environ.get("HTTP_X_SLACK_RETRY_NUM")))
         environ["wsgi.input"] = io.BytesIO(body)
-        answer = slack(environ, start_response)
+        with checked_once(_request_key(shape, headers), first_time):
+            answer = slack(environ, start_response)
         ACK_SECONDS.labels(kind).observe(time.perf_counter() - arrived)
         return answer
 

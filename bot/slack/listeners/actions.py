@@ -44,9 +44,20 @@ def _later(
     waiting: Waiting = Waiting.NONE,
     *,
     name: str,
+    read_only: bool = False,
 ) -> None:
     who = lambda: edge.actor_of(body)  # noqa: E731
-    observe.later(edge, ACTIONS, name, job, respond=respond, who=who, what=what, waiting=waiting)
+    observe.later(
+        edge,
+        ACTIONS,
+        name,
+        job,
+        respond=respond,
+        who=who,
+        what=what,
+        waiting=waiting,
+        read_only=read_only,
+    )
 
 
 def _malformed(name: str, what: str) -> None:
@@ -80,7 +91,7 @@ def _list_page(edge: SlackEdge) -> Any:
             )
 
         waiting = Waiting.IN_PLACE if paging else Waiting.NEW_MESSAGE
-        _later(edge, body, respond, "list backups", job, waiting, name=name)
+        _later(edge, body, respond, "list backups", job, waiting, name=name, read_only=True)
 
     return handle_list_page
 
@@ -99,7 +110,8 @@ def _audit_page(edge: SlackEdge) -> Any:
         def job(actor: Actor, reply: Responder) -> None:
             show_audit(edge, actor, reply, query, replace_original=True)
 
-        _later(edge, body, respond, "page the audit log", job, Waiting.IN_PLACE, name="audit_page")
+        what, waiting = "page the audit log", Waiting.IN_PLACE
+        _later(edge, body, respond, what, job, waiting, name="audit_page", read_only=True)
 
     return handle_audit_page
 

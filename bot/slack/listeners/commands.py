@@ -60,15 +60,28 @@ def _handler(edge: SlackEdge) -> Any:
             observe.count(COMMANDS, "help", "ok")
             _answer_at_once(edge, ack, respond, who, text, blocks.help_message(USAGE))
             return
-        run = lambda actor, reply: run_command(edge, parsed, actor, reply)  # noqa: E731
-        what = f"run `{COMMAND_NAME} {text.strip()[:80]}`"
-        name = _NAMES.get(type(parsed), "other")
-        waiting = Waiting.NEW_MESSAGE
-        observe.later(
-            edge, COMMANDS, name, run, respond=respond, who=who, what=what, waiting=waiting, ack=ack
-        )
+        _run_later(edge, parsed, text, ack, respond, who)
 
     return handle_backup
+
+
+def _run_later(
+    edge: SlackEdge,
+    parsed: Command,
+    text: str,
+    ack: Ack,
+    respond: Respond,
+    who: Callable[[], Actor],
+) -> None:
+    """Everything else: `later` acks once the work is accepted (or says busy), then runs it."""
+    run = lambda actor, reply: run_command(edge, parsed, actor, reply)  # noqa: E731
+    what = f"run `{COMMAND_NAME} {text.strip()[:80]}`"
+    name, waiting = _NAMES.get(type(parsed), "other"), Waiting.NEW_MESSAGE
+    read_only = isinstance(parsed, _READ_ONLY)
+    observe.later(
+        edge, COMMANDS, name, run, respond=respond, who=who, what=what, waiting=waiting, ack=ack,
+        read_only=read_only,
+    )  # fmt: skip
 
 
 def _answer_at_once(
@@ -84,7 +97,15 @@ def _answer_at_once(
     later, on the work pool."""
     record = lambda actor, _: edge.service.command_answered(actor, text, problem)  # noqa: E731
     what = "record a command" if problem else "record help"
-    edge.later(record, respond=respond, who=who, what=what, ack=ack, acknowledgement=answer)
+    edge.later(
+        record,
+        respond=respond,
+        who=who,
+        what=what,
+        ack=ack,
+        acknowledgement=answer,
+        read_only=True,
+    )
 
 
 _NAMES: dict[type, str] = {
@@ -95,6 +116,10 @@ _NAMES: dict[type, str] = {
     AuditCommand: "audit",
     AuditExportCommand: "audit_export",
 }
+
+
+# Commands that change nothing: a replay of one is answered again (see `SlackEdge.later`).
+_READ_ONLY = (ListCommand, StatusCommand, AuditCommand, AuditExportCommand)
 
 
 def _attempted(text: str) -> str:

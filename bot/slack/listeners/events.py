@@ -9,6 +9,7 @@ from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
 from bot.policy import Action
+from bot.replays import acted_on_before
 from bot.service import ServiceError
 from bot.slack import approval_blocks, blocks, health_blocks
 from bot.slack.edge import SlackEdge, WorkQueueFull, guarded
@@ -37,6 +38,9 @@ def _home(edge: SlackEdge) -> Any:
 
 
 def publish_home(edge: SlackEdge, user_id: str) -> None:
+    if acted_on_before():  # an event Slack retried: published once already
+        log.warning("an App Home event already acted on came again: not publishing")
+        return
     roles, allowed = edge.service.permissions(user_id)
     view = {"type": "home", **blocks.home_view(USAGE, roles, allowed)}
     view["blocks"] += approval_blocks.pending_on_home(edge.approvals.pending_for(user_id))

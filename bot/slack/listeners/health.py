@@ -49,6 +49,7 @@ def _status_page(edge: SlackEdge) -> Any:
             who=lambda: edge.actor_of(body),
             what="page the backup health",
             waiting=Waiting.IN_PLACE,
+            read_only=True,
         )
 
     return handle_status_page
@@ -69,7 +70,8 @@ def _server_menu(edge: SlackEdge) -> Any:
         who = lambda: edge.actor_of(body)  # noqa: E731
         if verb == "list":
             job = lambda actor, reply: show_list(edge, actor, reply, server_id, None)  # noqa: E731
-            edge.later(job, respond=respond, who=who, what=f"list the backups of {server_id}")
+            what = f"list the backups of {server_id}"
+            edge.later(job, respond=respond, who=who, what=what, read_only=True)
             return
         form = functools.partial(_open_create_form, edge, str(body.get("trigger_id", "")))
         job = lambda actor, reply: form(actor, reply, server_id, name)  # noqa: E731

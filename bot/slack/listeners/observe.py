@@ -65,6 +65,7 @@ def later(
     waiting: Waiting = Waiting.NONE,
     urgent: bool = False,
     ack: Ack | None = None,
+    read_only: bool = False,
 ) -> Future[None] | None:
     """`edge.later`, with the outcome counted once the job has run (or failed to start), or as
     `busy` when the work queue turned it away (None then)."""
@@ -92,6 +93,7 @@ def later(
         waiting=waiting,
         urgent=urgent,
         ack=ack,
+        read_only=read_only,
     )
     if future is None:
         count(counter, name, "busy")
