@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,6 +47,7 @@ from bot.db import (
 )
 from bot.leases import Leases, database_clock, worker_name
 from bot.policy import Action, Decision, Policy, Role
+from bot.rounds import Rounds
 from bot.service import (
     BackupNotFinished,
     BackupWatch,
@@ -670,7 +670,7 @@ class SafetyWatch(BackupWatch, Protocol):
     def state_of(self, backup_id: int) -> WatchState | None: ...
 
 
-class ApprovalRunner:
+class ApprovalRunner(Rounds):
     """Carries approved restores (and deletes) through their steps, on a background thread
     (`start`/`stop`) or one round at a time (`run_once`); expires pending approvals on the way."""
 
@@ -697,41 +697,7 @@ class ApprovalRunner:
         self._clock = clock or database_clock(sessions)
         self.owner = owner or worker_name()
         self._leases = Leases(sessions, Approval, self.owner)
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # -- the loop ----------------------------------------------------------------------------
-
-    def start(self) -> ApprovalRunner:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._loop, name="backupbot-approvals", daemon=True
-            )
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def poke(self) -> None:
-        """Look for work now (an approval just became due)."""
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                # The approvals are safe in their table: a failed round is retried.
-                log.exception("approval round failed; trying again shortly")
-            self._wake.wait(self.settings.tick)
-            self._wake.clear()
+        super().__init__("backupbot-approvals", lambda: self.settings.tick)
 
     def run_once(self) -> int:
         """Expire what is due, then move every due approval as far as it can go now."""
@@ -749,7 +715,7 @@ class ApprovalRunner:
         )
         try:
             for row in rows:
-                if self._stop.is_set():
+                if self.stopping():
                     break
                 try:
                     self._carry(row)

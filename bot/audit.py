@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -32,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.db import AuditCheckpoint, AuditEvent, Outcome, utcnow
 from bot.logs import current_request_id
+from bot.rounds import Rounds
 
 log = logging.getLogger(__name__)
 
@@ -738,7 +738,7 @@ def _filters(
     return where
 
 
-class CheckpointWriter:
+class CheckpointWriter(Rounds):
     """Writes a signed checkpoint whenever one is due (`every`), checking each `tick` on its own
     daemon thread. Several instances may each write one: harmless. `on_checkpoint` receives each
     new checkpoint (posting it to AUDIT_CHANNEL is the Slack side's job); its errors are logged."""
@@ -752,10 +752,9 @@ class CheckpointWriter:
         tick: float = 60.0,
         on_checkpoint: Callable[[Checkpoint], None] | None = None,
     ) -> None:
-        self._audit, self._key, self._every, self._tick = audit, key, every, tick
+        self._audit, self._key, self._every = audit, key, every
         self.on_checkpoint = on_checkpoint
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("audit-checkpoints", lambda: tick)
 
     def run_once(self) -> Checkpoint | None:
         try:
@@ -766,23 +765,6 @@ class CheckpointWriter:
         except Exception as exc:  # a worker: log and try again next tick
             log.warning("audit checkpoint failed: %s", type(exc).__name__)
             return None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._loop, name="audit-checkpoints", daemon=True
-            )
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.run_once()
-            self._stop.wait(self._tick)
 
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

@@ -51,6 +51,7 @@ from bot.audit import Actor, AuditEntry, AuditLog
 from bot.db import HealthDigest, HealthIncident, HealthSweep, IncidentKind, Outcome, PostState
 from bot.leases import Leases, worker_name
 from bot.policy import Action
+from bot.rounds import Rounds
 from bot.vps.client import BackupsClient
 from bot.vps.errors import VpsError
 from bot.vps.models import Backup, Phase, ServerRef
@@ -365,7 +366,7 @@ class SweepReport:
 # -- the monitor ----------------------------------------------------------------------------------
 
 
-class HealthMonitor:
+class HealthMonitor(Rounds):
     """Status, sweeps, alerts and digests. Runs on its own thread (`start`/`stop`) or a step at
     a time (`sweep`, `deliver`, `digest_if_due`, `run_once`). Thread-safe."""
 
@@ -392,8 +393,7 @@ class HealthMonitor:
         self._sweeps = Leases(sessions, HealthSweep, self.owner)
         self._incidents = Leases(sessions, HealthIncident, self.owner)
         self._digests = Leases(sessions, HealthDigest, self.owner)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("backupbot-health", lambda: self.settings.tick)
         self._lock = threading.Lock()
         self._recovered: dict[int, Backup] = {}  # incident id → the backup that resolved it
 
@@ -635,7 +635,7 @@ class HealthMonitor:
         posted = 0
         try:
             for row in rows:
-                if self._stop.is_set():
+                if self.stopping():
                     break
                 try:
                     posted += self._deliver(row, now)
@@ -964,30 +964,6 @@ class HealthMonitor:
             self.deliver()
         self.digest_if_due()
         return report
-
-    def start(self) -> HealthMonitor:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="backupbot-health", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _loop(self) -> None:
-        log.info("health monitor %s started", self.owner)
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                # A database or provider hiccup must not stop the monitor; its state is stored.
-                log.exception("health round failed; trying again shortly")
-            self._stop.wait(self.settings.tick)
-        log.info("health monitor %s stopped", self.owner)
 
 
 # -- helpers --------------------------------------------------------------------------------------

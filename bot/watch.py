@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -40,6 +39,7 @@ from bot.audit import Actor, AuditLog
 from bot.db import Outcome, WatchJob, WatchState
 from bot.leases import Leases, worker_name
 from bot.logs import current_request_id, request_scope
+from bot.rounds import Rounds
 from bot.vps.client import BackupsClient
 from bot.vps.errors import UnexpectedResponse, VpsError
 from bot.vps.models import Backup, Phase
@@ -135,7 +135,7 @@ class RoundStats:
     notified: int = 0
 
 
-class Watcher:
+class Watcher(Rounds):
     """Runs rounds on a background thread (`start`/`stop`) or one at a time (`run_once`)."""
 
     def __init__(
@@ -159,9 +159,7 @@ class Watcher:
         self._leases = Leases(sessions, WatchJob, self.owner)
         self._clock = clock
         self._rng = rng or random.Random()
-        self._stop = threading.Event()
-        self._poke = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("backupbot-watch", lambda: self.settings.tick)
 
     # -- registering (called by the create flow) -------------------------------------------
 
@@ -209,7 +207,7 @@ class Watcher:
                 .where(WatchJob.id == job_id)
                 .values(channel_id=channel_id, thread_ts=thread_ts, update_parent=update_parent)
             )
-        self._poke.set()
+        self.poke()
 
     def threads_of(self, backup_ids: set[int]) -> dict[int, tuple[str, str]]:
         """Where each of these backups was announced: (channel, ts) of its thread."""
@@ -226,32 +224,6 @@ class Watcher:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def start(self) -> Watcher:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="backupbot-watch", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        self._poke.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _loop(self) -> None:
-        log.info("watcher %s started", self.owner)
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                # A database hiccup must not kill the watcher; the jobs are safe in the table.
-                log.exception("watch round failed; trying again shortly")
-            self._poke.wait(self.settings.tick)
-            self._poke.clear()
-        log.info("watcher %s stopped", self.owner)
-
     def run_once(self) -> RoundStats:
         stats = RoundStats()
         jobs = self._claim()
@@ -264,7 +236,7 @@ class Watcher:
                 if job.state == WatchState.WATCHING.value:
                     by_server[job.server_id].append(job)
             for server_id, server_jobs in by_server.items():
-                if self._stop.is_set():
+                if self.stopping():
                     break
                 # A fresh lease per server: a round of slow answers never outlives its lease,
                 # and jobs whose lease was lost meanwhile are left to whoever holds them now.
@@ -278,7 +250,7 @@ class Watcher:
                     # One server's odd answer must not starve the others' jobs.
                     log.exception("watch: polling server %s failed", server_id)
             for job in jobs:
-                if self._stop.is_set():
+                if self.stopping():
                     break
                 if job.state == WatchState.WATCHING.value:
                     continue
