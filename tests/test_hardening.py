@@ -565,9 +565,9 @@ def test_a_replayed_list_is_answered_again_without_a_ledger_write(rig: Rig) -> N
     }
     body, stamp = urlencode(fields), int(time.time())
     assert [rig.sender.post(body, timestamp=stamp).status for _ in range(2)] == [200, 200]
-    assert wait_until(lambda: len(rig.rows("list")) == 2)
-    answers = [r for r in rig.slack.responses if "Backups of" in text_of(r.body)]
-    assert len(answers) == 2
+    answers = lambda: [r for r in rig.slack.responses if "Backups of" in text_of(r.body)]  # noqa: E731
+    assert wait_until(lambda: len(answers()) == 2), answers()
+    assert len(rig.rows("list")) == 2
     with rig.bot.sessions() as session:
         assert session.scalar(select(func.count()).select_from(SeenRequest)) == 0
 
