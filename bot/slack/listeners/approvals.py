@@ -10,13 +10,14 @@ it, and the approval is recorded after the ack.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk.errors import SlackApiError
 
-from bot.approvals import NoSuchApproval
+from bot.approvals import ApprovalFacts, NoSuchApproval
 from bot.audit import Actor
 from bot.metrics import ACTIONS
 from bot.policy import Action
@@ -43,27 +44,28 @@ def _approve_clicked(edge: SlackEdge) -> Any:
         approval_id = _approval_id(action, "approve")
         if approval_id is None:
             return
-        trigger_id = str(body.get("trigger_id", ""))
-
-        def job(actor: Actor, reply: Responder) -> str | None:
-            approval = edge.approvals.check_decider(actor, approval_id, Action.APPROVE)
-            try:
-                edge.client.views_open(
-                    trigger_id=trigger_id, view=approval_blocks.confirm_modal(approval)
-                )
-            except SlackApiError as exc:
-                log.warning("approval form not opened: %s", exc.response.get("error"))
-                edge.reply_private(reply, actor, approval_blocks.form_not_opened())
-                return "error"
-            return None
-
+        form = functools.partial(_open_form, edge, str(body.get("trigger_id", "")), approval_id)
         who = lambda: edge.actor_of(body)  # noqa: E731
         what = "open the approval form"
         observe.later(
-            edge, ACTIONS, "approve", job, respond=respond, who=who, what=what, urgent=True
+            edge, ACTIONS, "approve", form, respond=respond, who=who, what=what, urgent=True
         )
 
     return handle_approve
+
+
+def _open_form(
+    edge: SlackEdge, trigger_id: str, approval_id: int, actor: Actor, reply: Responder
+) -> str | None:
+    """The typed confirmation, for an approver who may decide (else refused and audited)."""
+    approval = edge.approvals.check_decider(actor, approval_id, Action.APPROVE)
+    try:
+        edge.client.views_open(trigger_id=trigger_id, view=approval_blocks.confirm_modal(approval))
+    except SlackApiError as exc:
+        log.warning("approval form not opened: %s", exc.response.get("error"))
+        edge.reply_private(reply, actor, approval_blocks.form_not_opened())
+        return "error"
+    return None
 
 
 def _decision_clicked(edge: SlackEdge, action_taken: Action) -> Any:
@@ -93,26 +95,9 @@ def _decision_clicked(edge: SlackEdge, action_taken: Action) -> Any:
 
 def _confirmation_submitted(edge: SlackEdge) -> Any:
     def handle_confirmation(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        approval_id = positive_id(str(view.get("private_metadata", "")))
         typed = _typed_name(view)
-        try:
-            approval = edge.approvals.get(approval_id) if approval_id else None
-        except NoSuchApproval:
-            approval = None
-        except Exception:
-            # The form stays open and says so, rather than closing as if it had worked.
-            log.exception("could not read the approval a confirmation is for")
-            ack(**approval_blocks.not_checked())
-            observe.count(ACTIONS, _FORM, "error")
-            return
+        approval = _confirmed(edge, ack, view, typed)
         if approval is None:
-            log.warning("ignoring a confirmation for an approval that does not exist")
-            ack()
-            observe.count(ACTIONS, _FORM, "invalid")
-            return
-        if typed.strip() != approval.server.name:
-            ack(**approval_blocks.wrong_name(approval))
-            observe.count(ACTIONS, _FORM, "invalid")
             return
         ack()
         # Refusals after the modal closed go to the card's channel, privately.
@@ -120,10 +105,36 @@ def _confirmation_submitted(edge: SlackEdge) -> Any:
             edge.actor_of(body), channel_id=approval.card_channel_id
         )
         approve = lambda actor, _: edge.approvals.approve(actor, approval.id, typed)  # noqa: E731
-        what = "approve a restore"
+        what = f"approve a {approval.kind.value}"
         observe.later(edge, ACTIONS, _FORM, approve, respond=_NO_RESPONSE_URL, who=who, what=what)
 
     return handle_confirmation
+
+
+def _confirmed(edge: SlackEdge, ack: Ack, view: dict[str, Any], typed: str) -> ApprovalFacts | None:
+    """The approval a submission confirms, if the name typed is its server's; else the modal is
+    answered here (an error on the input, or closed for an approval that does not exist)."""
+    approval_id = positive_id(str(view.get("private_metadata", "")))
+    try:
+        approval = edge.approvals.get(approval_id) if approval_id else None
+    except NoSuchApproval:
+        approval = None
+    except Exception:
+        # The form stays open and says so, rather than closing as if it had worked.
+        log.exception("could not read the approval a confirmation is for")
+        ack(**approval_blocks.not_checked())
+        observe.count(ACTIONS, _FORM, "error")
+        return None
+    if approval is None:
+        log.warning("ignoring a confirmation for an approval that does not exist")
+        ack()
+        observe.count(ACTIONS, _FORM, "invalid")
+        return None
+    if typed.strip() != approval.server.name:
+        ack(**approval_blocks.wrong_name(approval))
+        observe.count(ACTIONS, _FORM, "invalid")
+        return None
+    return approval
 
 
 def _approval_id(action: dict[str, Any], name: str) -> int | None:
