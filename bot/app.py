@@ -59,7 +59,7 @@ class BackupBot:
     checkpoints: CheckpointWriter | None = None  # with AUDIT_SIGNING_KEY: signed checkpoints
     health: HealthMonitor | None = None  # status, the health sweep, alerts, the daily digest
     job_states: JobStates | None = None  # the job and approval gauges, read at each scrape
-    _ack_engine: Engine | None = None  # the replay ledger's own pool (see _ack_path_engine)
+    _ledger_engine: Engine | None = None  # the replay ledger's own pool (see _ledger_pool)
 
     def healthy(self) -> bool:
         """Whether the database answers (for `/healthz`)."""
@@ -90,18 +90,20 @@ class BackupBot:
             self.slack.app,
             self.healthy,
             signing_secret=secret.reveal() if secret else None,
-            first_time=RequestLedger(self._ack_path_engine()).first_time,
+            first_time=RequestLedger(self._ledger_pool()).first_time,
             # With METRICS_PORT, /metrics moves there (off the port Slack reaches).
             metrics=None if self.settings.metrics_port else self.metrics_endpoint(),
         )
         return HttpServer(application, host=host, port=port)
 
-    def _ack_path_engine(self) -> Engine:
-        """A pool of its own for what runs before an ack (the replay ledger): a burst of work
-        holding the main pool's connections must never make an ack wait."""
-        if self._ack_engine is None:
-            self._ack_engine = make_engine(self.settings.database_url, pool_size=4, max_overflow=16)
-        return self._ack_engine
+    def _ledger_pool(self) -> Engine:
+        """The replay ledger's own connections: its check comes first in every job that may
+        change something, so it never waits behind a burst of work holding the main pool's."""
+        if self._ledger_engine is None:
+            self._ledger_engine = make_engine(
+                self.settings.database_url, pool_size=4, max_overflow=16
+            )
+        return self._ledger_engine
 
     def metrics_endpoint(self) -> WsgiApp:
         """`GET /metrics` (behind METRICS_TOKEN when set)."""
@@ -130,8 +132,8 @@ class BackupBot:
         self.watcher.stop()
         self.slack.close()
         self.vps.close()
-        if self._ack_engine is not None:
-            self._ack_engine.dispose()
+        if self._ledger_engine is not None:
+            self._ledger_engine.dispose()
         self.engine.dispose()
 
 

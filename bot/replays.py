@@ -41,8 +41,9 @@ def fingerprint(*parts: str) -> str:
 class RequestLedger:
     """`first_time(fingerprint)` is True once per fingerprint within `lifetime`. Thread-safe.
 
-    It runs before every ack, so it writes with one Core statement on `engine` (an engine of the
-    ack path's own): no ORM unit of work, about a third of the CPU of a session's flush.
+    It runs once per request that may change something, before its work acts, so it writes
+    with one Core statement on `engine` (a pool of its own): no ORM unit of work, about a third of
+    the CPU of a session's flush.
     """
 
     _record = insert(SeenRequest)
