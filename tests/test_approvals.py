@@ -82,6 +82,22 @@ class ApprovalRig(AppRig):
         assert answer.status == 200
         return answer
 
+    def submit_at_once(self, view: dict[str, Any], times: int = 20) -> list[int]:
+        """The same confirmation submitted `times` times at once (by bob): each HTTP status."""
+        answers: list[int] = []
+
+        def submit() -> None:
+            answers.append(
+                self.sender.view_submission(view, user_id="U_BOB", values=CONFIRM).status
+            )
+
+        threads = [threading.Thread(target=submit) for _ in range(times)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        return answers
+
     def wait_state(self, *states: str, timeout: float = 10.0) -> Approval:
         deadline = time.monotonic() + timeout
         while True:
@@ -355,17 +371,7 @@ def test_twenty_approvals_at_once_make_one_restore(make_rig: Callable[..., Appro
     rig = make_rig(RESTORE_SAFETY_BACKUP="false")
     card = rig.request(rig.backup())
     view = rig.open_form(card)
-    answers: list[int] = []
-
-    def submit() -> None:
-        answers.append(rig.sender.view_submission(view, user_id="U_BOB", values=CONFIRM).status)
-
-    threads = [threading.Thread(target=submit) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    assert answers == [200] * 20
+    assert rig.submit_at_once(view) == [200] * 20
     rig.wait_state("done")
     time.sleep(0.3)
     assert len(rig.restore_calls()) == 1

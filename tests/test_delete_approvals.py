@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -236,17 +235,7 @@ def test_an_expired_delete_refuses_the_form_and_is_marked(rig: DeleteRig) -> Non
 def test_twenty_approvals_at_once_make_one_delete(rig: DeleteRig) -> None:
     backup_id = rig.backup()
     view = rig.open_form(rig.ask(backup_id))
-    answers: list[int] = []
-
-    def submit() -> None:
-        answers.append(rig.sender.view_submission(view, user_id="U_BOB", values=CONFIRM).status)
-
-    threads = [threading.Thread(target=submit) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    assert answers == [200] * 20
+    assert rig.submit_at_once(view) == [200] * 20
     rig.wait_state("done")
     time.sleep(0.3)
     assert len(rig.deletes()) == 1 and rig.simulator.backup(backup_id) is None

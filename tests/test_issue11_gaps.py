@@ -19,6 +19,7 @@ from bot.sandbox.slack import RecordedCall, SlackDouble
 from bot.sandbox.vps import Simulator
 from bot.slack import approval_blocks, blocks
 from tests.test_approvals import CONFIRM, WEB, ApprovalRig
+from tests.test_hardening import wait_until
 from tests.test_slack_app import rigs_of, text_of
 
 ACK_LIMIT = 3.0
@@ -50,15 +51,6 @@ def _may_line(home: dict[str, Any]) -> str:
     """The "You may:" line of an App Home (the usage text below it names every command)."""
     [line] = [t for t in re.findall(r"\*You may:\*[^\n\"]*", text_of(home))]
     return line
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # -- 1. who may ask -------------------------------------------------------------------------------
@@ -146,7 +138,7 @@ def test_the_card_shows_who_has_approved_so_far(make_rig: Callable[..., Approval
     rig = make_rig(RESTORE_APPROVALS_REQUIRED="2", RESTORE_SAFETY_BACKUP="false")
     card = rig.request(rig.backup())
     rig.approve(card, user_id="U_BOB")
-    assert _wait_for(lambda: "1 of 2" in _card_text(rig))
+    assert wait_until(lambda: "1 of 2" in _card_text(rig), timeout=10)
     assert re.search(r"Approvals: 1 of 2 \(<@U_BOB> ", _card_text(rig)), _card_text(rig)
     assert rig.approval().state == "pending" and rig.restore_calls() == []
 
