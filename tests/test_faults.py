@@ -43,6 +43,7 @@ is named here instead of repeated.
 | stale (older than 5 minutes) | slack_app `test_forged_and_stale_signatures_are_refused`; `test_a_forged_or_stale_approval_restores_nothing[stale]` |
 | replayed | hardening `test_a_replayed_create_acts_once_across_two_instances`, `test_an_event_retried_by_slack_is_not_acted_on_twice` |
 | oversized | hardening `test_a_300_mb_body_is_refused_with_413_…`; `test_an_oversized_chunked_body_is_refused` |
+| 150 idle connections held open | `test_idle_connections_past_waitress_default_limit_do_not_hold_the_acks` |
 | malformed | hardening `test_a_malformed_signed_payload_is_400_…`, `test_values_the_app_never_emits_…`; `test_more_malformed_signed_bodies_…`; properties `test_any_signed_body_…` |
 """  # noqa: E501 - the index is a table, one row a fault
 
@@ -53,12 +54,13 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
@@ -654,6 +656,23 @@ def test_an_oversized_chunked_body_is_refused(rig: FaultRig) -> None:
     )
     assert answer.status_code == 413
     _no_side_effect(rig, before)
+
+
+def test_idle_connections_past_waitress_default_limit_do_not_hold_the_acks(rig: FaultRig) -> None:
+    """150 open connections that send nothing (a proxy's idle pool, or anyone's): waitress's
+    default stops accepting at 100, and the next command would wait for one of them to close."""
+    parts = urlsplit(rig.server.url)
+    assert parts.hostname and parts.port
+    idle = [socket.create_connection((parts.hostname, parts.port)) for _ in range(150)]
+    try:
+        time.sleep(0.3)  # accepted (or not) by the server's loop
+        started = time.monotonic()
+        answer = rig.run("list 12345")  # asserts the ack came within 3 s
+        assert time.monotonic() - started < ACK_LIMIT + 2
+        assert "Backups of web-server-01" in rig.said(answer)
+    finally:
+        for connection in idle:
+            connection.close()
 
 
 MORE_MALFORMED: dict[str, tuple[bytes, str]] = {

@@ -40,6 +40,8 @@ HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
 # Slack's payloads are a few kB; a message with 50 blocks is well under 100 kB.
 MAX_BODY = 1 << 20
+CONNECTION_LIMIT = 1000  # open connections at once (see HttpServer)
+IDLE_CONNECTION_SECONDS = 30
 
 
 def wsgi_app(
@@ -252,8 +254,20 @@ class HttpServer(WsgiServer):
         port: int = 3000,
     ) -> None:
         # waitress answers 413 itself for a larger declared or chunked body, before reading it.
+        # Past `connection_limit` open connections (waitress's default: 100) it stops accepting:
+        # 100 idle keep-alive connections (a proxy's pool, or anyone's) would then hold every
+        # ack until one closed, up to `channel_timeout` later. So: room for 1,000, poll() rather
+        # than select() (no 1,024-descriptor ceiling), and an idle connection closed after 30 s
+        # (a Slack request takes under 3). The process's open-file limit must allow as many.
         super().__init__(
-            application, host=host, port=port, threads=8, max_request_body_size=MAX_BODY
+            application,
+            host=host,
+            port=port,
+            threads=8,
+            max_request_body_size=MAX_BODY,
+            connection_limit=CONNECTION_LIMIT,
+            asyncore_use_poll=True,
+            channel_timeout=IDLE_CONNECTION_SECONDS,
         )
 
 
