@@ -257,7 +257,9 @@ def test_a_non_approver_is_told_and_audited_and_the_card_stays(rig: ApprovalRig)
     rig.slack.add_user("U_ERIN", "erin")
     rig.click(card, approval_blocks.APPROVE, user_id="U_ERIN")
     assert "approver" in text_of(rig.next_response(before).body)
+    before = len(rig.slack.responses)
     rig.click(card, approval_blocks.REJECT, user_id="U_ERIN")
+    assert "approver" in text_of(rig.next_response(before).body)  # told, after the denial row
     assert rig.card().blocks == before_card
     denied = [e for e in rig.audit_of(rig.approval().id) if e.outcome == "denied"]
     assert {e.action for e in denied} == {"approve", "reject"}
