@@ -825,7 +825,8 @@ class Console:
             return self._shown
 
     def _settle(self, start: int) -> None:
-        """Wait for the answer: something drawn, then a short quiet spell (or a timeout)."""
+        """Wait for the answer: something drawn, the bot's work for it done (a refusal may come
+        before its fallback), then a short quiet spell; or a timeout."""
         deadline = time.monotonic() + self.answer_timeout
         with self._changed:
             while self._shown == start:
@@ -834,6 +835,8 @@ class Console:
                     self.note("(no answer yet; it will show up here when it comes)")
                     break
                 self._changed.wait(remaining)
+            while self._work_pending() and time.monotonic() < deadline:
+                self._changed.wait(0.02)
             while True:
                 quiet_for = time.monotonic() - self._last_shown_at
                 remaining = min(self.quiet_seconds - quiet_for, deadline - time.monotonic())
@@ -841,6 +844,14 @@ class Console:
                     break
                 self._changed.wait(remaining)
             self._async_from = self._shown
+
+    def _work_pending(self) -> bool:
+        """Work the bot accepted (for this command or an earlier one) and has not finished."""
+        bot = self.workspace.bot
+        if bot is None:
+            return False
+        edge = bot.slack.edge
+        return edge.pool.accepted() + edge.urgent.accepted() > 0
 
     def wait(self, seconds: float, text: str) -> bool:
         """`/wait`: for text since the last command, or for anything new since its answer."""
