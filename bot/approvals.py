@@ -669,6 +669,10 @@ class SafetyWatch(BackupWatch, Protocol):
 
     def state_of(self, backup_id: int) -> WatchState | None: ...
 
+    def thread_if_missing(
+        self, backup_id: int, channel_id: str | None, thread_ts: str | None
+    ) -> None: ...
+
 
 class ApprovalRunner(Rounds):
     """Carries approved restores (and deletes) through their steps, on a background thread
@@ -771,6 +775,9 @@ class ApprovalRunner(Rounds):
                 return self._wait(row, f"safety backup not found yet: {exc.message}")
             self._follow(row, backup)
             return self._wait(row)
+        # A restart between writing its job and attaching the card's thread: attach it now,
+        # or the reply would wait out the thread grace and go to the channel on its own.
+        self._watcher.thread_if_missing(row.safety_backup_id, row.card_channel_id, row.card_ts)
         if state is WatchState.COMPLETED:
             self._step_row(
                 row, "restore.safety_backup", Outcome.OK, "safety backup completed",

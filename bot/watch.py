@@ -216,6 +216,20 @@ class Watcher(Rounds):
             rows = session.execute(select(*columns).where(WatchJob.backup_id.in_(backup_ids)))
             return {row.backup_id: (row.channel_id, row.thread_ts) for row in rows if row.thread_ts}
 
+    def thread_if_missing(
+        self, backup_id: int, channel_id: str | None, thread_ts: str | None
+    ) -> None:
+        """`attach_thread` for a backup's job that has no thread yet (a restart came between
+        writing the job and attaching its thread), replying under another message."""
+        with self._sessions.begin() as session:
+            attached = session.execute(
+                update(WatchJob)
+                .where(WatchJob.backup_id == backup_id, WatchJob.thread_ts.is_(None))
+                .values(channel_id=channel_id, thread_ts=thread_ts, update_parent=False)
+            ).rowcount  # type: ignore[attr-defined]
+        if attached:
+            self.poke()
+
     def state_of(self, backup_id: int) -> WatchState | None:
         """What is known of a watched backup's outcome (None: it is not watched)."""
         with self._sessions() as session:

@@ -12,13 +12,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.approvals import ApprovalRunner, utcnow
-from bot.db import Approval, AuditEvent
+from bot.db import Approval, AuditEvent, WatchJob
 from bot.sandbox.slack import Message, RecordedCall, SlackDouble
 from bot.sandbox.vps import Simulator
 from bot.slack import approval_blocks
+from tests.test_hardening import wait_until
 from tests.test_slack_app import AppRig, rigs_of, text_of
 
 FAST_APPROVALS = {"tick": 0.02, "wait": 0.05}
@@ -196,6 +197,29 @@ def test_restore_with_a_safety_backup_first(rig: ApprovalRig) -> None:
     # The safety backup's rows name the safety backup; the others, the backup restored.
     assert steps.count(("restore.safety_backup", safety)) == 2
     assert steps[-1] == ("restore", backup_id)
+
+
+def test_a_safety_backup_job_left_without_its_thread_replies_in_the_card_thread(
+    rig: ApprovalRig,
+) -> None:
+    """A restart between writing the safety backup's watch job and attaching the card's thread
+    (as if killed there): the runner attaches it, and the reply lands under the card at once
+    rather than after the thread grace (minutes), on its own in the channel."""
+    card = rig.request(rig.backup())
+    rig.approve(card)
+    safety = rig.safety_backup()
+    assert wait_until(lambda: _job_thread(rig, safety) == card.ts, timeout=10)
+    with rig.bot.sessions.begin() as session:
+        session.execute(update(WatchJob).where(WatchJob.backup_id == safety).values(thread_ts=None))
+    assert wait_until(lambda: _job_thread(rig, safety) == card.ts, timeout=10)  # attached again
+    rig.simulator.finish(safety)
+    rig.wait_state("done")
+    assert f"Backup {safety}" in rig.thread(card, "completed", timeout=10).replace("*", "")
+
+
+def _job_thread(rig: ApprovalRig, backup_id: int) -> str | None:
+    with rig.bot.sessions() as session:
+        return session.scalar(select(WatchJob.thread_ts).where(WatchJob.backup_id == backup_id))
 
 
 def test_restore_without_a_safety_backup(make_rig: Callable[..., ApprovalRig]) -> None:
